@@ -1,0 +1,51 @@
+# llmctl: two commands do everything on a fresh Debian/Ubuntu x86-64 machine with Python 3.11.
+#   make demo   the main job on the local target (creates .venv, installs, runs)
+#   make test   lint and the whole test suite (creates .venv, installs, runs)
+# Installs are stamped, so a second run only re-installs when pyproject.toml changed.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch from PyPI without a pin is a multi-GB CUDA build; the extras pin the CPU build (see pyproject).
+PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
+DEMO_BLUEPRINT ?= blueprints/hr-policy-assistant.yaml
+
+.PHONY: demo test lint format install-dev install-demo clean bench
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "llmctl needs Python >= 3.11 (found %s)" % sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) -q --upgrade pip setuptools wheel
+
+$(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install $(PIP_FLAGS) -e '.[dev,local,k8s,gates]'
+	@touch $@
+
+$(VENV)/.stamp-demo: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install $(PIP_FLAGS) -e '.[local,gates,k8s]'
+	@touch $@
+
+install-dev: $(VENV)/.stamp-dev
+install-demo: $(VENV)/.stamp-demo
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(PY) -m pytest
+
+demo: install-demo
+	@bash tools/demo.sh $(DEMO_BLUEPRINT)
+
+bench: install-dev
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .llmctl

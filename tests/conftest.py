@@ -1,0 +1,15 @@
+"""Shared test configuration. Stack fixtures (real Triton, gateway) live in their own modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BLUEPRINTS = ROOT / "blueprints"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return ROOT
