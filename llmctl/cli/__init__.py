@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "llmctl.cli.check",
     "llmctl.cli.schema",
     "llmctl.cli.init",
+    "llmctl.cli.size",
 )
 
 

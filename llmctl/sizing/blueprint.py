@@ -1,0 +1,72 @@
+"""Mapping a blueprint to a SizingRequest (docs/BLUEPRINT_MODEL.md names the attributes).
+
+Kept apart from the planner so the planner never depends on the blueprint model, and the
+mapping's choices (growth factor, "auto", retrieval budget) are visible in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmctl.sizing.planner import SizingRequest
+
+_AUTO = {None, "auto"}
+
+
+def _opt(value: Any) -> Any:
+    return None if value in _AUTO else value
+
+
+def request_from_blueprint(bp: Any) -> SizingRequest:
+    """Build the planner's request from a blueprint.
+
+    The configuration (and its cost, against the budget) is sized for today's peak; growth
+    (``users.growth_factor``) should fit under the autoscaling ceiling ``replicas.max``.
+    Retrieval's latency budget counts only when retrieval is enabled; a fixed
+    precision, quantisation, GPU or TP narrows the search, ``auto`` leaves it open.
+    """
+    req = bp.requirements
+    model = bp.model
+    engine = getattr(bp, "engine", None)
+    cap = bp.capacity
+    retrieval = getattr(bp, "retrieval", None)
+
+    precisions: tuple[str, ...] | None = None
+    if _opt(model.precision):
+        precisions = (model.precision,)
+    quant = _opt(getattr(engine, "quantization", None)) if engine is not None else None
+    if quant and quant != "none":
+        precisions = (quant,)
+
+    gpus: tuple[str, ...] | None = None
+    if _opt(cap.gpu):
+        gpus = (cap.gpu,)
+    elif getattr(cap, "gpu_candidates", None):
+        gpus = tuple(cap.gpu_candidates)
+
+    tp = _opt(getattr(engine, "tensor_parallel", None)) if engine is not None else None
+    growth = float(getattr(req.users, "growth_factor", 1) or 1)
+    retrieval_ms = 0.0
+    if retrieval is not None and getattr(retrieval, "enabled", True):
+        retrieval_ms = float(retrieval.latency_budget_ms or 0)
+    replicas = cap.replicas
+    kv_fraction = getattr(engine, "kv_cache_free_gpu_mem_fraction", None) if engine else None
+    return SizingRequest(
+        model=model.id,
+        isl=int(model.max_input_tokens),
+        osl=int(model.max_output_tokens),
+        peak_concurrency=max(1, int(req.users.peak_concurrent)),
+        growth_factor=growth,
+        ttft_p95_ms=float(req.slo.ttft_p95_ms),
+        latency_p95_ms=float(req.slo.latency_p95_ms),
+        retrieval_budget_ms=retrieval_ms,
+        precisions=precisions,
+        gpus=gpus,
+        tp=int(tp) if tp else None,
+        replicas_min=int(replicas.min),
+        replicas_max=int(replicas.max),
+        monthly_budget_usd=cap.monthly_budget_usd,
+        headroom=float(cap.headroom),
+        gpu_prices=dict(cap.gpu_prices or {}),
+        kv_fraction=float(kv_fraction) if kv_fraction else None,
+    )
