@@ -11,8 +11,12 @@ PIP := $(PY) -m pip
 # torch from PyPI without a pin is a multi-GB CUDA build; the extras pin the CPU build (see pyproject).
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 DEMO_BLUEPRINT ?= blueprints/hr-policy-assistant.yaml
+# llama-cpp-python compiles llama.cpp from source: build only the library the local target uses
+# (no multimodal library), with both cores. pip caches the built wheel.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: demo test lint format install-dev install-demo clean bench
+.PHONY: demo test test-stack lint format install-dev install-demo clean bench
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "llmctl needs Python >= 3.11 (found %s)" % sys.version.split()[0]'
@@ -40,6 +44,10 @@ format: install-dev
 
 test: lint
 	$(PY) -m pytest
+
+# The end-to-end tests against a real local stack (real Triton, models from the wheels, gateway).
+test-stack: install-dev
+	$(PY) -m pytest -m stack
 
 demo: install-demo
 	@bash tools/demo.sh $(DEMO_BLUEPRINT)

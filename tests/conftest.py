@@ -13,3 +13,6 @@ BLUEPRINTS = ROOT / "blueprints"
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+from stack_fixtures import local_stack, stack_dirs  # noqa: E402,F401  (real Triton; see that module)

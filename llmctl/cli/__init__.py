@@ -30,7 +30,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "llmctl.cli.check",
     "llmctl.cli.schema",
     "llmctl.cli.init",
+    "llmctl.cli.stack",
+    "llmctl.cli.gateway",
+    "llmctl.cli.ingest",
     "llmctl.cli.size",
+    "llmctl.cli.k8s",
+    "llmctl.cli.engines",
+    "llmctl.cli.verify",
 )
 
 

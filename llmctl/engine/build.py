@@ -1,0 +1,258 @@
+"""``llmctl build --target <kubernetes target>``: the production build, end to end.
+
+``build_production`` derives the build spec from the blueprint and the capacity plan, computes
+the engine's key, and then, in this order of preference:
+
+* ``dry_run``: returns the spec and the exact commands, running nothing;
+* ``emit_job``: writes the Kubernetes Job that builds the engine in the cluster;
+* an engine with that key already in the cache (verified file by file): never rebuilt;
+* ``tensorrt_llm`` installed: builds it (via ``EngineCache.ensure``, the one build seam) and
+  validates it by generating a few tokens;
+* otherwise: a one-line ``BuildError`` naming the two ways forward.
+
+It then renders the strict Triton model repository next to the engine.
+
+``engine_version`` is the same key, computable anywhere without the weights (see ``spec``'s
+docstring for how the checkpoint is identified), for the gateway's audit records and the
+Kubernetes labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmctl.engine.cache import Builder, EngineCache, EngineEntry
+from llmctl.engine.render import (
+    EmbedderSettings,
+    RenderedRepository,
+    RuntimePaths,
+    render_repository,
+)
+from llmctl.engine.spec import BuildSpec, derive_spec, engine_key
+from llmctl.engine.trtllm import Step
+from llmctl.errors import BuildError
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    target: str
+    key: str  # the engine version
+    spec: BuildSpec
+    steps: tuple[Step, ...]
+    dry_run: bool = False
+    job_path: Path | None = None
+    job: dict[str, Any] | None = field(default=None, repr=False)
+    engine: EngineEntry | None = None
+    repository: RenderedRepository | None = None
+
+    @property
+    def built(self) -> bool:
+        return bool(self.engine and self.engine.built)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "engine_version": self.key,
+            "spec": self.spec.to_dict(),
+            "steps": [
+                {"name": s.name, "command": s.shell(), "description": s.description}
+                for s in self.steps
+            ],
+            "dry_run": self.dry_run,
+            "job_path": str(self.job_path) if self.job_path else None,
+            "engine_dir": str(self.engine.engine_dir) if self.engine else None,
+            "built": self.built,
+            "repository": str(self.repository.path) if self.repository else None,
+        }
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def _production_target(bp: Any, target_name: str | None) -> Any:
+    target = bp.target(target_name)
+    if target.is_local:
+        raise BuildError(
+            f"target {target.name!r} is local: its build is the local model repository, not a TensorRT-LLM engine"
+        )
+    return target
+
+
+def _plan(bp: Any, plan: Any) -> Any:
+    if plan is not None:
+        return plan
+    from llmctl.sizing import plan as size
+    from llmctl.sizing.blueprint import request_from_blueprint
+
+    return size(request_from_blueprint(bp))
+
+
+def build_inputs(bp: Any, spec: BuildSpec, key: str) -> dict[str, Any]:
+    """What the engine manifest records as its inputs (everything the key hashes, and context)."""
+    return {"spec": spec.to_dict(), "identity": spec.identity(), "blueprint": bp.name, "key": key}
+
+
+def resolve(bp: Any, target_name: str | None = None, plan: Any = None) -> tuple[BuildSpec, str]:
+    """The build spec and its key (no download, no GPU)."""
+    _production_target(bp, target_name)
+    spec = derive_spec(bp, _plan(bp, plan))
+    return spec, engine_key(spec)
+
+
+def engine_version(bp: Any, target_name: str | None = None, plan: Any = None) -> str:
+    """The engine's key, as labels and audit records carry it; needs neither weights nor GPU.
+
+    With ``target_name=None`` the first kubernetes target is used (the key does not depend on
+    which one, only on the model, plan and image).
+    """
+    if target_name is None:
+        target_name = next((n for n, t in bp.targets.items() if not t.is_local), None)
+        if target_name is None:
+            raise BuildError(f"{bp.path}: no kubernetes target, so no production engine")
+    return resolve(bp, target_name, plan)[1]
+
+
+def dry_run_steps(spec: BuildSpec, cache: EngineCache, key: str) -> list[Step]:
+    from llmctl.engine import trtllm
+
+    out = str(cache.root / f".build-{key}-XXXXXX")
+    ckpt = "<huggingface cache snapshot>" if spec.checkpoint.source == "hf" else spec.checkpoint.ref
+    found: list[Step] = []
+    dl = trtllm.download_step(spec, None)
+    if dl is not None:
+        found.append(dl)
+    found += trtllm.steps(spec, ckpt, out + ".work", out)
+    found.append(trtllm.validate_step(spec, f"{out}/engine", f"{out}/tokenizer"))
+    return found
+
+
+def runtime_paths(entry: EngineEntry, bp: Any) -> RuntimePaths:
+    embedder_dir = None
+    if bp.retrieval.enabled:
+        from llmctl.local.spec import resolve_embedding_model
+
+        embedder_dir = str(resolve_embedding_model(bp.retrieval.embedding.model, bp.base_dir))
+    return RuntimePaths(str(entry.engine_dir), str(entry.tokenizer_dir), embedder_dir)
+
+
+def build_production(
+    bp: Any,
+    target_name: str,
+    *,
+    dry_run: bool = False,
+    emit_job: Path | None = None,
+    progress: ProgressFn | None = None,
+    plan: Any = None,
+    cache: EngineCache | None = None,
+    builder: Builder | None = None,
+) -> BuildResult:
+    """Build (or find) the engine for a production target and render its model repository.
+
+    ``builder`` replaces the TensorRT-LLM builder (tests); the cache is where it is injected.
+    """
+    on_progress = progress or _noop
+    cache = cache or EngineCache()
+    spec, key = resolve(bp, target_name, plan)
+    steps = tuple(dry_run_steps(spec, cache, key))
+    if dry_run:
+        return BuildResult(target_name, key, spec, steps, dry_run=True)
+    if emit_job is not None:
+        import yaml
+
+        from llmctl.engine.job import build_job_manifest
+
+        job = build_job_manifest(bp, target_name, plan=_plan(bp, plan))
+        emit_job.parent.mkdir(parents=True, exist_ok=True)
+        emit_job.write_text(yaml.safe_dump(job, sort_keys=False, width=1000))
+        return BuildResult(target_name, key, spec, steps, job_path=emit_job, job=job)
+    entry = cache.lookup(key)
+    if entry is None:
+        if builder is None:
+            from llmctl.engine import trtllm
+
+            if trtllm.available() is None:
+                raise BuildError(
+                    f"cannot build engine {key}: tensorrt_llm is not installed here (it needs an NVIDIA GPU); "
+                    f"run `llmctl build {bp.path} --target {target_name}` on a GPU machine with TensorRT-LLM "
+                    f"{spec.tensorrt_llm}, or `--emit-job job.yaml` to build it in the cluster"
+                )
+            installed = trtllm.available()
+            if not spec.tensorrt_llm.startswith("image:") and installed != spec.tensorrt_llm:
+                raise BuildError(
+                    f"TensorRT-LLM {installed} is installed but {bp.engine.triton_image} serves with "
+                    f"{spec.tensorrt_llm}; engines do not load across releases: install {spec.tensorrt_llm} "
+                    "or build with --emit-job in the serving image"
+                )
+            builder = trtllm.make_builder(spec)
+        entry = cache.ensure(key, build_inputs(bp, spec, key), builder, on_progress)
+    else:
+        on_progress(f"engine {key} found in the cache; not rebuilding")
+    repository = render_repository(
+        spec,
+        key,
+        cache.root.parent / "trtllm-repositories",
+        runtime_paths(entry, bp),
+        kv_fraction=bp.engine.kv_cache_free_gpu_mem_fraction,
+        engine_config=read_engine_config(entry),
+        embedder=EmbedderSettings(
+            dimensions=bp.retrieval.embedding.dimensions,
+            encode_batch_size=bp.retrieval.embedding.batch_size,
+        )
+        if bp.retrieval.enabled
+        else None,
+    )
+    on_progress(f"model repository {repository.path}")
+    return BuildResult(target_name, key, spec, steps, engine=entry, repository=repository)
+
+
+def read_engine_config(entry: EngineEntry) -> dict[str, Any]:
+    import json
+
+    path = entry.engine_dir / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"{path}: the engine's config.json is unreadable: {exc}") from None
+
+
+def render_for_model_store(
+    bp: Any,
+    target_name: str,
+    out_root: Path,
+    *,
+    plan: Any = None,
+    engine_config: dict[str, Any] | None = None,
+    embedder_model_dir: str | None = None,
+) -> RenderedRepository:
+    """The model repository as pods see it, with the model store mounted at ``job.STORE_MOUNT``.
+
+    For the kubernetes target: the engine a build Job wrote lives at
+    ``<mount>/engines/<engine_version>/{engine,tokenizer}``. Without ``engine_config`` (the engine's
+    config.json, when it has been fetched from the store) the values are checked against the spec.
+    """
+    from llmctl.engine.job import STORE_MOUNT
+
+    spec, key = resolve(bp, target_name, plan)
+    base = f"{STORE_MOUNT}/engines/{key}"
+    embedder = None
+    if bp.retrieval.enabled:
+        embedder_model_dir = embedder_model_dir or f"{STORE_MOUNT}/embedder"
+        embedder = EmbedderSettings(
+            dimensions=bp.retrieval.embedding.dimensions,
+            encode_batch_size=bp.retrieval.embedding.batch_size,
+        )
+    return render_repository(
+        spec,
+        key,
+        out_root,
+        RuntimePaths(f"{base}/engine", f"{base}/tokenizer", embedder_model_dir),
+        kv_fraction=bp.engine.kv_cache_free_gpu_mem_fraction,
+        engine_config=engine_config,
+        embedder=embedder,
+    )

@@ -1,0 +1,281 @@
+"""The quality gate: the evaluation set asked through the gateway, scored, compared with a baseline.
+
+Every question is asked as its own asker (a token with the question's ``asker_groups``), so the
+same path a real employee takes decides what is retrieved and cited. Scores:
+
+- recall@k: for answerable questions, an answering document is among the retrieved and cited
+  sources (the gateway cites exactly the top-k sources it put in the prompt);
+- citation accuracy: for answerable questions, the top-ranked citation is an answering document;
+- refusal correctness: for restricted questions, nothing the asker may not read is cited (neither
+  the restricted document nor anything else outside the asker's groups);
+- answer match (reported, not gated): the answer contains the expected phrase; a 135M model on a
+  laptop is not expected to get this right, a production model is.
+
+The baseline is a small JSON file next to the blueprint; a score that falls by more than
+``max_regression`` below it fails the gate, and ``--update-baseline`` writes the current scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmctl.errors import LlmctlError
+from llmctl.gates.results import ERROR, Check, GateResult, ge
+
+METRICS = ("recall_at_k", "citation_accuracy", "refusal_correctness")
+BASELINE_VERSION = 1
+
+
+def load_eval_set(path: str | Path) -> list[dict[str, Any]]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise LlmctlError(f"{path}: cannot read the evaluation set: {exc}") from exc
+    questions = (doc or {}).get("questions") if isinstance(doc, dict) else None
+    if not isinstance(questions, list) or not questions:
+        raise LlmctlError(f"{path}: no 'questions' list in the evaluation set")
+    return questions
+
+
+def eval_set_hash(questions: Sequence[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(list(questions), sort_keys=True).encode()).hexdigest()
+
+
+def select(questions: Sequence[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """At most ``limit`` questions, spread evenly over each kind so a short run keeps both."""
+    if not limit or limit >= len(questions):
+        return list(questions)
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for q in questions:
+        kinds.setdefault(q.get("kind", "answerable"), []).append(q)
+    picked: list[dict[str, Any]] = []
+    share = max(1, limit // max(1, len(kinds)))
+    for items in kinds.values():
+        step = max(1, len(items) // share)
+        picked += items[::step][:share]
+    return picked[:limit]
+
+
+def ask_all(
+    base_url: str,
+    questions: Sequence[dict[str, Any]],
+    token_for: Callable[[str, list[str]], str],
+    *,
+    workers: int = 2,
+    timeout_s: float = 180.0,
+    on_progress: Callable[[int, int], None] | None = None,
+    source: str = "quality",
+) -> list[dict[str, Any]]:
+    """Ask each question as its asker; return one response record per question, in order."""
+    import httpx
+
+    done = 0
+    client = httpx.Client(
+        base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout_s, connect=5)
+    )
+
+    def one(q: dict[str, Any]) -> dict[str, Any]:
+        nonlocal done
+        user = f"verify-{source}-{q.get('id')}"
+        groups = list(q.get("asker_groups") or [])
+        record: dict[str, Any] = {
+            "source": source,
+            "question_id": q.get("id"),
+            "user": user,
+            "groups": groups,
+            "stream": False,
+        }
+        t = time.perf_counter()
+        try:
+            r = client.post(
+                "/v1/ask",
+                json={"question": q["question"]},
+                headers={"Authorization": f"Bearer {token_for(user, groups)}"},
+            )
+            record["status"] = r.status_code
+            record["request_id"] = r.headers.get("X-Request-ID")
+            body = (
+                r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            )
+            record["outcome"] = body.get("outcome")
+            record["answer"] = body.get("answer")
+            record["citations"] = [c.get("doc_id") for c in body.get("citations") or []]
+            record["error"] = body.get("error") if r.status_code != 200 else None
+        except httpx.HTTPError as exc:
+            record.update(status=None, error=f"{type(exc).__name__}: {exc}", citations=[])
+        record["latency_ms"] = round((time.perf_counter() - t) * 1e3, 3)
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(questions))
+        return record
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(one, questions))
+    finally:
+        client.close()
+
+
+def may_read(acl: Sequence[str], groups: Sequence[str]) -> bool:
+    return bool(set(acl) & set(groups))
+
+
+def score(
+    questions: Sequence[dict[str, Any]],
+    responses: Sequence[dict[str, Any]],
+    doc_acls: dict[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """The quality figures from questions and the gateway's responses (same order)."""
+    acls = doc_acls or {}
+    answerable = recall = top1 = contains = 0
+    restricted = refusals_ok = errors = 0
+    details = []
+    for q, r in zip(questions, responses, strict=True):
+        cited = list(r.get("citations") or [])
+        expected = set(q.get("expected_docs") or [])
+        row: dict[str, Any] = {"id": q.get("id"), "kind": q.get("kind"), "cited": cited}
+        if r.get("status") != 200:
+            errors += 1
+            row["error"] = r.get("error") or f"HTTP {r.get('status')}"
+        if q.get("kind") == "restricted":
+            restricted += 1
+            forbidden = set(q.get("restricted_docs") or [])
+            forbidden |= {
+                d for d in cited if d in acls and not may_read(acls[d], q.get("asker_groups") or [])
+            }
+            leaked = [d for d in cited if d in forbidden]
+            ok = r.get("status") == 200 and not leaked
+            refusals_ok += ok
+            row.update(correct=ok, leaked=leaked)
+        else:
+            answerable += 1
+            hit = bool(expected & set(cited))
+            first = bool(cited) and cited[0] in expected
+            want = str(q.get("expected_answer_contains") or "")
+            has = bool(want) and want.lower() in str(r.get("answer") or "").lower()
+            recall += hit
+            top1 += first
+            contains += has
+            row.update(retrieved=hit, top_cited=first, answer_match=has)
+        details.append(row)
+    ratio = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
+    return {
+        "questions": len(details),
+        "answerable": answerable,
+        "restricted": restricted,
+        "errors": errors,
+        "recall_at_k": ratio(recall, answerable),
+        "citation_accuracy": ratio(top1, answerable),
+        "refusal_correctness": ratio(refusals_ok, restricted),
+        "answer_match": ratio(contains, answerable),
+        "details": details,
+    }
+
+
+def read_baseline(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LlmctlError(f"{path}: cannot read the quality baseline: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+        raise LlmctlError(f"{path}: not a quality baseline (no 'metrics' object)")
+    return doc
+
+
+def write_baseline(
+    path: Path, figures: dict[str, Any], *, eval_hash: str, blueprint_hash: str
+) -> None:
+    doc = {
+        "version": BASELINE_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "eval_set_sha256": eval_hash,
+        "blueprint_hash": blueprint_hash,
+        "questions": figures.get("questions"),
+        "metrics": {m: figures.get(m) for m in (*METRICS, "answer_match")},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def evaluate(figures: dict[str, Any], gate: Any, baseline: dict[str, Any] | None) -> list[Check]:
+    """Absolute minimums from the blueprint, then regression against the baseline per metric."""
+    checks = [
+        ge("recall_at_k", figures.get("recall_at_k"), gate.min_recall_at_k),
+        ge("citation_accuracy", figures.get("citation_accuracy"), gate.min_citation_accuracy),
+    ]
+    if figures.get("restricted"):
+        checks.append(
+            ge(
+                "refusal_correctness",
+                figures.get("refusal_correctness"),
+                gate.min_refusal_correctness,
+            )
+        )
+    if figures.get("errors"):
+        checks.append(
+            Check(
+                "requests",
+                False,
+                f"{figures['errors']} evaluation requests failed",
+                figures["errors"],
+                0,
+            )
+        )
+    if baseline is None:
+        checks.append(
+            Check(
+                "baseline",
+                None,
+                "no baseline yet: run `llmctl verify --update-baseline` to store one",
+            )
+        )
+        return checks
+    base = baseline.get("metrics", {})
+    for m in METRICS:
+        now, then = figures.get(m), base.get(m)
+        if now is None or then is None:
+            continue
+        drop = round(float(then) - float(now), 6)
+        ok = drop <= gate.max_regression
+        word = "within" if ok else "more than"
+        checks.append(
+            Check(
+                f"regression.{m}",
+                ok,
+                f"{m} {now:.4g} vs baseline {then:.4g}: drop {max(drop, 0):.4g} {word} {gate.max_regression:g}",
+                now,
+                then,
+            )
+        )
+    return checks
+
+
+def quality_gate(
+    figures: dict[str, Any] | None,
+    gate: Any,
+    baseline: dict[str, Any] | None,
+    error: str | None = None,
+) -> GateResult:
+    if figures is None:
+        return GateResult("quality", ERROR, error or "the evaluation set was not asked")
+    result = GateResult.from_checks("quality", evaluate(figures, gate, baseline), figures)
+    result.figures["thresholds"] = {
+        "min_recall_at_k": gate.min_recall_at_k,
+        "min_citation_accuracy": gate.min_citation_accuracy,
+        "min_refusal_correctness": gate.min_refusal_correctness,
+        "max_regression": gate.max_regression,
+    }
+    result.figures["baseline"] = (baseline or {}).get("metrics")
+    return result

@@ -1,0 +1,204 @@
+"""Reports of a verify run: ``verify.json`` (every figure) and ``index.html`` for people.
+
+The HTML report has the gate summary, a latency histogram and percentiles over time (PNG files
+drawn with matplotlib's Agg backend, imported only here so ``llmctl check`` stays fast), and the
+requirement-to-evidence table of the compliance gate.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmctl.gates.results import VerifyResult
+
+
+def write_json(result: VerifyResult, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _percentile_series(
+    samples: Sequence[dict[str, Any]], kind: str, window_s: float
+) -> dict[str, list[float]]:
+    from llmctl.gates.load import percentile
+
+    rows = [s for s in samples if s["kind"] == kind and s.get("ok")]
+    if not rows:
+        return {"t": [], "p50": [], "p95": []}
+    end = max(s["t"] for s in rows)
+    out: dict[str, list[float]] = {"t": [], "p50": [], "p95": []}
+    t = window_s
+    while t <= end + window_s:
+        win = [s["ms"] for s in rows if t - window_s < s["t"] <= t]
+        if win:
+            out["t"].append(t)
+            out["p50"].append(percentile(win, 0.5) or 0.0)
+            out["p95"].append(percentile(win, 0.95) or 0.0)
+        t += window_s
+    return out
+
+
+def plot_load(samples: Sequence[dict[str, Any]], out_dir: Path, duration_s: float) -> list[Path]:
+    """latency-histogram.png and latency-over-time.png; nothing when there are no samples."""
+    asks = [s["ms"] for s in samples if s["kind"] == "ASK" and s.get("ok")]
+    ttft = [s["ms"] for s in samples if s["kind"] == "TTFT" and s.get("ok")]
+    if not asks:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.hist(
+        [a / 1e3 for a in asks], bins=min(30, max(5, len(asks) // 2)), alpha=0.7, label="end-to-end"
+    )
+    if ttft:
+        ax.hist(
+            [t / 1e3 for t in ttft],
+            bins=min(30, max(5, len(ttft) // 2)),
+            alpha=0.7,
+            label="time to first token",
+        )
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("requests")
+    ax.set_title("Latency distribution")
+    ax.legend()
+    fig.tight_layout()
+    p = out_dir / "latency-histogram.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    paths.append(p)
+
+    window = max(2.0, duration_s / 15)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for kind, label in (("ASK", "end-to-end"), ("TTFT", "TTFT")):
+        series = _percentile_series(samples, kind, window)
+        if series["t"]:
+            ax.plot(series["t"], [v / 1e3 for v in series["p50"]], marker="o", label=f"{label} p50")
+            ax.plot(series["t"], [v / 1e3 for v in series["p95"]], marker="x", label=f"{label} p95")
+    ax.set_xlabel(f"seconds into the run ({window:g} s windows)")
+    ax.set_ylabel("seconds")
+    ax.set_title("Percentiles over time")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    p = out_dir / "latency-over-time.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
+.passed{color:#176c2e;font-weight:600}.failed,.error{color:#b00020;font-weight:600}.skipped{color:#777}
+code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+def _esc(v: Any) -> str:
+    if isinstance(v, float):
+        v = f"{v:.4g}"
+    return html.escape("" if v is None else str(v))
+
+
+def write_html(result: VerifyResult, path: Path, images: Sequence[Path] = ()) -> Path:
+    e = _esc
+    verdict = "PASSED" if result.ok else "FAILED: " + ", ".join(result.failed)
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>llmctl verify {e(result.blueprint)}</title><style>{_CSS}</style>",
+        f"<h1>llmctl verify: {e(result.blueprint)} on {e(result.target)}</h1>",
+        f"<p class='{'passed' if result.ok else 'failed'}'>{e(verdict)}</p>",
+        f"<p>{e(result.blueprint_path)} · started {e(result.started_at)} · {result.seconds:.1f} s</p>",
+        "<h2>Gates</h2><table><tr><th>gate</th><th>status</th><th>message</th><th>seconds</th></tr>",
+    ]
+    for g in result.gates:
+        parts.append(
+            f"<tr><td>{e(g.name)}</td><td class='{g.status}'>{e(g.status)}</td><td>{e(g.message)}</td><td>{g.seconds:.1f}</td></tr>"
+        )
+    parts.append("</table>")
+    load = result.gate("load")
+    if load is not None and load.figures:
+        f = load.figures
+        parts.append("<h2>Load</h2><table><tr><th>figure</th><th>value</th><th>threshold</th></tr>")
+        thr = f.get("thresholds", {})
+        rows = [
+            (
+                "users / spawn rate / duration",
+                f"{f.get('users')} / {f.get('spawn_rate')} / {f.get('duration_s')} s",
+                "",
+            ),
+            ("requests (failures)", f"{f.get('requests')} ({f.get('failures')})", ""),
+            ("error rate", f.get("error_rate"), f"≤ {thr.get('max_error_rate')}"),
+            ("throughput req/s", f.get("throughput_rps"), f"≥ {thr.get('min_throughput_rps')}"),
+            (
+                "latency p50 / p95 / p99 ms",
+                f"{e(f.get('p50_latency_ms'))} / {e(f.get('p95_latency_ms'))} / {e(f.get('p99_latency_ms'))}",
+                f"p95 ≤ {thr.get('p95_latency_ms')}",
+            ),
+            (
+                "TTFT p50 / p95 ms",
+                f"{e(f.get('p50_ttft_ms'))} / {e(f.get('p95_ttft_ms'))}",
+                f"p95 ≤ {thr.get('p95_ttft_ms')}",
+            ),
+            (
+                "inter-token latency p50 / p95 ms",
+                f"{e(f.get('p50_itl_ms'))} / {e(f.get('p95_itl_ms'))}",
+                "",
+            ),
+            ("output tokens/s (mean)", f.get("mean_output_tps"), ""),
+        ]
+        for name, value, limit in rows:
+            parts.append(f"<tr><td>{e(name)}</td><td>{e(value)}</td><td>{e(limit)}</td></tr>")
+        parts.append("</table>")
+        for img in images:
+            parts.append(f"<p><img src='{e(img.name)}' alt='{e(img.stem)}'></p>")
+    for g in result.gates:
+        if g.name in ("quality", "smoke", "check", "load") and g.checks:
+            parts.append(
+                f"<h2>{e(g.name.capitalize())} checks</h2><table><tr><th>check</th><th>status</th><th>message</th></tr>"
+            )
+            for c in g.checks:
+                parts.append(
+                    f"<tr><td>{e(c.name)}</td><td class='{c.status}'>{e(c.status)}</td><td>{e(c.message)}</td></tr>"
+                )
+            parts.append("</table>")
+    comp = result.gate("compliance")
+    if comp is not None and comp.checks:
+        parts.append(
+            "<h2>Requirements and their evidence</h2><table><tr><th>requirement</th><th>check</th><th>evidence</th><th>status</th><th>finding</th></tr>"
+        )
+        for c in comp.checks:
+            parts.append(
+                f"<tr><td>{e(c.name.split('.')[0])}</td><td><code>{e(c.name)}</code></td><td>{e(c.evidence)}</td>"
+                f"<td class='{c.status}'>{e(c.status)}</td><td>{e(c.message)}</td></tr>"
+            )
+        parts.append("</table>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+def write_reports(
+    result: VerifyResult, out_dir: Path, samples: Sequence[dict[str, Any]] = ()
+) -> dict[str, Path]:
+    """verify.json, index.html and the PNG plots in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    load = result.gate("load")
+    duration = float((load.figures.get("duration_s") if load else 0) or 0)
+    images = plot_load(samples, out_dir, duration) if samples else []
+    paths = {
+        "json": write_json(result, out_dir / "verify.json"),
+        "html": write_html(result, out_dir / "index.html", images),
+    }
+    for img in images:
+        paths[img.stem] = img
+    return paths

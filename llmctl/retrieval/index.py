@@ -1,0 +1,337 @@
+"""The vector index: an embedded LanceDB table of chunks with their ACL groups.
+
+Access control lives *inside* the vector search: ``search`` passes the caller's groups as a
+LanceDB prefilter (``array_has_any(acl, [...])`` with ``prefilter=True``), so the nearest-neighbour
+search only ever ranks chunks the caller may read. A post-filter (search, then drop what the caller
+may not see) would both leak through timing and scores and return fewer than ``top_k`` hits
+whenever the nearest chunks are restricted ones; the property test in
+``tests/test_retrieval_acl.py`` checks both.
+
+Group names are validated against the blueprint's group pattern before they reach the filter
+string (no quotes, brackets, commas or spaces can pass), and are quoted as SQL string literals on
+top of that. A caller group that fails the pattern is dropped: it cannot equal any ACL entry,
+because every ACL entry was validated with the same pattern at ingest, so dropping it changes
+nothing but the risk.
+
+Indexes (measured in ../shared/FACTS.md and ``benchmarks/retrieval_search.py``): a LABEL_LIST
+scalar index on ``acl`` makes the prefilter cheap; an IVF_HNSW_SQ vector index makes the ranking
+cheap but approximate, so it is built only above ``VECTOR_INDEX_MIN_ROWS`` (a policy corpus of
+a few thousand chunks is searched exactly in milliseconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmctl.errors import LlmctlError
+from llmctl.retrieval.documents import GROUP_PATTERN
+
+TABLE = "chunks"
+MANIFEST = "manifest.json"
+INDEX_VERSION = 1  # schema version of the table; bump when columns change (forces a rebuild)
+SCALAR_INDEX_MIN_ROWS = 5_000
+VECTOR_INDEX_MIN_ROWS = 50_000
+
+COLUMNS = (
+    "chunk_id",
+    "doc_id",
+    "source",
+    "title",
+    "path",
+    "heading",
+    "chunk_index",
+    "chunk_hash",
+    "doc_hash",
+    "text",
+    "acl",
+    "index_version",
+)
+
+
+class IndexError_(LlmctlError):
+    """The index cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``score`` is cosine similarity (1.0 is identical)."""
+
+    doc_id: str
+    chunk_id: str
+    title: str
+    path: str
+    heading: str
+    text: str
+    score: float
+    chunk_hash: str
+    acl: tuple[str, ...]
+    source: str = ""
+
+
+def safe_groups(groups: Iterable[str]) -> list[str]:
+    """The caller's groups that can appear in an ACL, deduplicated and sorted."""
+    return sorted({g for g in groups if isinstance(g, str) and GROUP_PATTERN.match(g)})
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def acl_filter(groups: Sequence[str]) -> str | None:
+    """The prefilter expression for ``groups`` (None when no group can match anything)."""
+    valid = safe_groups(groups)
+    if not valid:
+        return None
+    return "array_has_any(acl, [" + ", ".join(_literal(g) for g in valid) + "])"
+
+
+def schema(dim: int) -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("source", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("path", pa.string()),
+            pa.field("heading", pa.string()),
+            pa.field("chunk_index", pa.int32()),
+            pa.field("chunk_hash", pa.string()),
+            pa.field("doc_hash", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("acl", pa.list_(pa.string())),
+            pa.field("index_version", pa.int32()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def rows_to_table(rows: Sequence[dict[str, Any]], vectors: np.ndarray, dim: int) -> Any:
+    """Arrow table from row dicts (COLUMNS minus index_version) and their vectors."""
+    import pyarrow as pa
+
+    sch = schema(dim)
+    cols: dict[str, Any] = {}
+    for name in COLUMNS:
+        if name == "index_version":
+            cols[name] = pa.array([INDEX_VERSION] * len(rows), pa.int32())
+        else:
+            cols[name] = pa.array([r[name] for r in rows], sch.field(name).type)
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), pa.float32())
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
+    return pa.table(cols, schema=sch)
+
+
+class ChunkIndex:
+    """One LanceDB table in ``directory`` plus a small manifest (model id, index hash)."""
+
+    def __init__(self, directory: str | os.PathLike[str], table: Any, db: Any) -> None:
+        self.directory = Path(directory)
+        self._table = table
+        self._db = db
+        self.dim = int(table.schema.field("vector").type.list_size)
+
+    # -- opening ---------------------------------------------------------------------------
+    @staticmethod
+    def _connect(directory: Path, refresh_s: float | None = None) -> Any:
+        try:
+            import lancedb
+        except ImportError as exc:
+            raise IndexError_("the index needs lancedb (part of llmctl[local])") from exc
+        if refresh_s is None:
+            return lancedb.connect(str(directory))
+        from datetime import timedelta
+
+        return lancedb.connect(
+            str(directory), read_consistency_interval=timedelta(seconds=refresh_s)
+        )
+
+    @classmethod
+    def exists(cls, directory: str | os.PathLike[str]) -> bool:
+        return (Path(directory) / f"{TABLE}.lance").is_dir()
+
+    @classmethod
+    def open(
+        cls, directory: str | os.PathLike[str], *, refresh_s: float | None = 2.0
+    ) -> ChunkIndex:
+        """Open an existing index (what the gateway does).
+
+        ``refresh_s``: how stale a long-lived reader may be; a gateway that keeps the index open
+        sees a re-ingest within that time without a restart (None: never re-check).
+        """
+        d = Path(directory)
+        if not cls.exists(d):
+            raise IndexError_(f"no index at {d}: run llmctl ingest first")
+        db = cls._connect(d, refresh_s)
+        return cls(d, db.open_table(TABLE), db)
+
+    @classmethod
+    def create(cls, directory: str | os.PathLike[str], dim: int) -> ChunkIndex:
+        """An empty index, replacing whatever was there."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        db = cls._connect(d)
+        table = db.create_table(TABLE, schema=schema(dim), mode="overwrite")
+        (d / MANIFEST).unlink(missing_ok=True)
+        return cls(d, table, db)
+
+    # -- manifest --------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        p = self.directory / MANIFEST
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        p = self.directory / MANIFEST
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, p)
+
+    @property
+    def index_hash(self) -> str:
+        return str(self.manifest().get("index_hash", ""))
+
+    # -- reading ---------------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self._table.count_rows())
+
+    def scan(self, columns: Sequence[str]) -> Any:
+        """Selected columns of every row as an Arrow table (no vectors unless asked)."""
+        n = self.count()
+        if n == 0:
+            import pyarrow as pa
+
+            sch = self._table.schema
+            return pa.table({c: pa.array([], sch.field(c).type) for c in columns})
+        return self._table.search().select(list(columns)).limit(n).to_arrow()
+
+    def doc_hashes(self) -> dict[str, str]:
+        t = self.scan(["doc_id", "doc_hash"])
+        return dict(
+            zip(t.column("doc_id").to_pylist(), t.column("doc_hash").to_pylist(), strict=True)
+        )
+
+    def search(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        groups: Iterable[str],
+        top_k: int = 5,
+        *,
+        exact: bool = False,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+    ) -> list[Hit]:
+        """The ``top_k`` chunks nearest to ``vector`` among those ``groups`` may read.
+
+        ``exact`` bypasses an ANN index (the reference for recall measurements).
+        """
+        where = acl_filter(groups)
+        if where is None or top_k <= 0:
+            return []
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise ValueError(f"query vector has {q.shape[0]} dimensions, the index {self.dim}")
+        query = (
+            self._table.search(q, vector_column_name="vector")
+            .distance_type("cosine")
+            .where(where, prefilter=True)
+            .select([*(c for c in COLUMNS if c != "index_version"), "_distance"])
+            .limit(top_k)
+        )
+        if exact:
+            query = query.bypass_vector_index()
+        else:
+            if nprobes:
+                query = query.nprobes(nprobes)
+            if refine_factor:
+                query = query.refine_factor(refine_factor)
+        rows = query.to_arrow().to_pylist()
+        return [
+            Hit(
+                doc_id=r["doc_id"],
+                chunk_id=r["chunk_id"],
+                title=r["title"] or "",
+                path=r["path"] or "",
+                heading=r["heading"] or "",
+                text=r["text"] or "",
+                score=1.0 - float(r["_distance"]),
+                chunk_hash=r["chunk_hash"] or "",
+                acl=tuple(r["acl"] or ()),
+                source=r["source"] or "",
+            )
+            for r in rows
+        ]
+
+    # -- writing ---------------------------------------------------------------------------
+    def replace_documents(self, new_rows: Any, doc_ids: Iterable[str]) -> None:
+        """Atomically replace every chunk of ``doc_ids`` with ``new_rows`` (an Arrow table).
+
+        One merge-insert commit: readers (the gateway) see either the old or the new version
+        of the index, never a document half-removed.
+        """
+        ids = sorted(set(doc_ids))
+        if not ids and (new_rows is None or new_rows.num_rows == 0):
+            return
+        if new_rows is None or new_rows.num_rows == 0:
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                self._table.delete("doc_id IN (" + ", ".join(_literal(d) for d in part) + ")")
+            return
+        scope = "doc_id IN (" + ", ".join(_literal(d) for d in ids) + ")" if ids else "false"
+        (
+            self._table.merge_insert("chunk_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(scope)
+            .execute(new_rows)
+        )
+
+    def add(self, rows: Any) -> None:
+        self._table.add(rows)
+
+    def index_names(self) -> set[str]:
+        names = set()
+        for ix in self._table.list_indices():
+            cols = getattr(ix, "columns", None) or []
+            names.update(cols)
+        return names
+
+    def ensure_indexes(
+        self,
+        *,
+        scalar_min_rows: int = SCALAR_INDEX_MIN_ROWS,
+        vector_min_rows: int = VECTOR_INDEX_MIN_ROWS,
+        num_partitions: int | None = None,
+    ) -> list[str]:
+        """Create the ACL label-list index and the vector index once the table is big enough;
+        fold new rows into existing indexes. Returns what was done (for the report)."""
+        done: list[str] = []
+        n = self.count()
+        have = self.index_names()
+        if n >= scalar_min_rows and "acl" not in have:
+            from lancedb.index import LabelList
+
+            self._table.create_index("acl", config=LabelList())
+            done.append("acl: LABEL_LIST index")
+        if n >= vector_min_rows and "vector" not in have:
+            from lancedb.index import IvfHnswSq
+
+            config = IvfHnswSq(
+                distance_type="cosine", num_partitions=num_partitions or max(1, int(np.sqrt(n) / 2))
+            )
+            self._table.create_index("vector", config=config)
+            done.append("vector: IVF_HNSW_SQ index")
+        if have and not done:
+            self._table.optimize()
+            done.append("indexes updated")
+        return done

@@ -1,0 +1,584 @@
+"""The ``local`` target: the whole stack as supervised processes on this machine.
+
+Triton (from the nvidia-pytriton wheel) serves ``ensemble`` and ``embedder`` from a model
+repository under the stack's state directory, ``$LLMCTL_HOME/<blueprint>/local/``. Triton runs
+with explicit model control, so applying a changed plan reloads only the models whose build key
+changed, without a restart. Further components (the gateway) plug in as ``ComponentFactory``
+functions and are started after Triton by the same ``apply``.
+
+State directory layout::
+
+    components/<name>.json   what the supervisor started (pid, process group, ports, log)
+    logs/<name>.log          each component's output
+    models/<model>/          Triton's model repository (copies of cached builds)
+    backends/python/         links to the wheel's python backend and the matching stub
+    stack.json               the applied plan: hash, model keys, endpoints
+    .lock                    serialises concurrent up/down on one stack
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmctl.errors import BuildError, StackError
+from llmctl.local import tritonserver
+from llmctl.local.repository import LocalRepository, ModelBuild
+from llmctl.local.smoke import SmokeResult, run_smoke
+from llmctl.local.spec import LocalStackSpec
+from llmctl.local.supervisor import (
+    ComponentHealth,
+    ComponentSpec,
+    Supervisor,
+    free_port,
+    log_tail,
+)
+from llmctl.targets import ProgressFn
+
+ENV_HOME = "LLMCTL_HOME"
+TRITON = "triton"
+#: Builds the spec of an extra component once Triton's endpoints are known (e.g. the gateway).
+ComponentFactory = Callable[["LocalTarget", Mapping[str, str]], ComponentSpec]
+
+
+def stacks_home() -> Path:
+    return Path(os.environ.get(ENV_HOME) or Path.cwd() / ".llmctl").expanduser().resolve()
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str  # build | start | restart | load | reload | unload
+    subject: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.subject}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    stack: str
+    models: dict[str, str]  # model -> build key it should serve
+    actions: tuple[Action, ...]
+    plan_hash: str
+    target: str = "local"
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["changed"] = self.changed
+        return d
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: LocalPlan
+    changed: bool
+    endpoints: dict[str, str]
+    built: tuple[str, ...]
+    loaded: tuple[str, ...]
+    smoke: SmokeResult | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["plan"] = self.plan.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    version: str
+    state: str  # READY | UNAVAILABLE | LOADING | UNLOADING | absent
+    key: str | None  # build key Triton is serving
+    expected_key: str | None  # build key the applied plan asked for
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    stack: str
+    state: str  # running | degraded | stopped
+    components: tuple[ComponentHealth, ...]
+    models: tuple[ModelStatus, ...]
+    endpoints: dict[str, str]
+    plan_hash: str | None
+    state_dir: str
+    target: str = "local"
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("running", "stopped")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["components"] = [asdict(c) for c in self.components]
+        return d
+
+
+# -- Triton's HTTP control plane ---------------------------------------------------------------
+def _http(
+    base: str, method: str, path: str, body: Any = None, timeout_s: float = 10.0
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - loopback
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else None
+        except ValueError:
+            return exc.code, {"error": raw.decode(errors="replace")}
+
+
+class LocalTarget:
+    """plan / apply / status / destroy for one blueprint on this machine."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        spec: LocalStackSpec,
+        *,
+        home: Path | None = None,
+        cache: Path | None = None,
+        extra_components: tuple[ComponentFactory, ...] = (),
+    ) -> None:
+        self.spec = spec
+        self.state_dir = (home or stacks_home()) / spec.name / "local"
+        self.repository = LocalRepository(cache)
+        self.supervisor = Supervisor(self.state_dir)
+        self.extra_components = extra_components
+
+    # -- paths and records -------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def log_file(self, component: str) -> Path:
+        return self.state_dir / "logs" / f"{component}.log"
+
+    def _applied(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.stack_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def endpoints(self) -> dict[str, str]:
+        rec = self.supervisor.record(TRITON)
+        if rec is None:
+            return {}
+        p = rec.ports
+        return {
+            "triton_http": f"http://127.0.0.1:{p['http']}",
+            "triton_grpc": f"127.0.0.1:{p['grpc']}",
+            "triton_metrics": f"http://127.0.0.1:{p['metrics']}/metrics",
+        }
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StackError(
+                    f"another llmctl is changing stack {self.spec.name!r} right now "
+                    f"({self.state_dir}); wait for it to finish"
+                ) from exc
+            yield
+
+    def _triton_identity(self) -> str:
+        """What forces a Triton restart (not a model reload) when it changes."""
+        doc = {
+            "args": list(self.spec.triton_args),
+            "ports": [self.spec.http_port, self.spec.grpc_port, self.spec.metrics_port],
+            "binary": os.environ.get(tritonserver.ENV_BINARY, ""),
+        }
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+
+    # -- what Triton serves --------------------------------------------------------------------
+    def served_models(self, timeout_s: float = 5.0) -> dict[str, ModelStatus]:
+        """Triton's own view: each model's state and the build key in its loaded config."""
+        eps = self.endpoints()
+        if not eps:
+            return {}
+        base = eps["triton_http"]
+        expected = self._applied().get("models", {})
+        status, index = _http(base, "POST", "/v2/repository/index", {}, timeout_s)
+        if status != 200 or not isinstance(index, list):
+            return {}
+        out: dict[str, ModelStatus] = {}
+        for entry in index:
+            name = entry.get("name", "")
+            key = None
+            if entry.get("state") == "READY":
+                st, cfg = _http(base, "GET", f"/v2/models/{name}/config", None, timeout_s)
+                if st == 200 and isinstance(cfg, dict):
+                    key = cfg.get("parameters", {}).get("llmctl_build_key", {}).get("string_value")
+            out[name] = ModelStatus(
+                name=name,
+                version=str(entry.get("version", "")),
+                state=entry.get("state", "absent") or "absent",
+                key=key,
+                expected_key=expected.get(name),
+                reason=entry.get("reason", "") or "",
+            )
+        return out
+
+    # -- plan ------------------------------------------------------------------------------------
+    def plan(self) -> LocalPlan:
+        """Compare what the spec asks for with what runs; change nothing."""
+        try:
+            desired = self.repository.keys(self.spec)
+        except BuildError as exc:
+            raise StackError(str(exc)) from exc
+        triton_id = self._triton_identity()
+        actions: list[Action] = []
+        for name, key in desired.items():
+            if not (self.repository.models_root / f"{name}-{key}" / "manifest.json").is_file():
+                actions.append(Action("build", name, f"no cached build {key}"))
+
+        health = self.supervisor.health(TRITON)
+        rec = self.supervisor.record(TRITON)
+        restart_reason = ""
+        if health.state == "stopped":
+            actions.append(Action("start", TRITON, "not running"))
+        elif health.state != "healthy":
+            restart_reason = f"{health.state}: {health.detail}".rstrip(": ")
+        elif rec is not None and rec.labels.get("identity") != triton_id:
+            restart_reason = "server settings changed"
+        if restart_reason:
+            actions.append(Action("restart", TRITON, restart_reason))
+
+        if health.state != "healthy" or restart_reason:
+            actions += [Action("load", name, f"build {key}") for name, key in desired.items()]
+        else:
+            served = self.served_models()
+            for name, key in desired.items():
+                now = served.get(name)
+                if now is None or now.state != "READY":
+                    actions.append(Action("load", name, f"build {key}"))
+                elif now.key != key:
+                    actions.append(Action("reload", name, f"build {now.key} -> {key}"))
+            for name, now in served.items():
+                if name not in desired and now.state == "READY":
+                    actions.append(Action("unload", name, "no longer in the blueprint"))
+        for factory in self.extra_components:
+            spec = factory(self, self.endpoints() or self._placeholder_endpoints())
+            if not self.supervisor.is_running(spec.name) or not self._same(spec):
+                actions.append(Action("start", spec.name, "not running or changed"))
+
+        plan_hash = hashlib.sha256(
+            json.dumps({"models": desired, "triton": triton_id}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        return LocalPlan(self.spec.name, desired, tuple(actions), plan_hash)
+
+    def _placeholder_endpoints(self) -> dict[str, str]:
+        return {"triton_http": "", "triton_grpc": "", "triton_metrics": ""}
+
+    def _same(self, spec: ComponentSpec) -> bool:
+        rec = self.supervisor.record(spec.name)
+        return rec is not None and rec.labels.get("identity") == _identity(spec)
+
+    # -- apply -----------------------------------------------------------------------------------
+    def apply(
+        self,
+        plan: LocalPlan | None = None,
+        on_progress: ProgressFn | None = None,
+        smoke: bool = True,
+    ) -> ApplyResult:
+        """Build what is missing, start or reload what changed, smoke-test; idempotent.
+
+        On failure nothing this call started is left running; a failed *reload* leaves the
+        previous model serving (Triton keeps it) and says so.
+        """
+        say = on_progress or _noop
+        started = time.monotonic()
+        with self._locked():
+            plan = plan or self.plan()
+            if not plan.changed:
+                return ApplyResult(plan, False, self.endpoints(), (), (), None, 0.0)
+            deadline = started + self.spec.startup_timeout_s
+            try:
+                builds = {b.name: b for b in self.repository.build(self.spec, say)}
+            except BuildError as exc:
+                raise StackError(str(exc)) from exc
+            verbs = {(a.verb, a.subject) for a in plan.actions}
+            fresh = ("start", TRITON) in verbs or ("restart", TRITON) in verbs
+            loaded: list[str] = []
+            try:
+                if fresh:
+                    if ("restart", TRITON) in verbs:
+                        say("stopping the previous Triton")
+                        self.supervisor.stop(TRITON)
+                    self._start_triton(builds, deadline, say)
+                loads = [a for a in plan.actions if a.verb in ("load", "reload")]
+                for action in loads:
+                    if not fresh:
+                        self._install_model(builds[action.subject])
+                # Triton loads models on its own thread pool: ask for all of them at once, so
+                # llama.cpp and torch start-up overlap (the largest share of a cold ``up``).
+                with ThreadPoolExecutor(max_workers=max(1, len(loads))) as pool:
+                    futures = [
+                        pool.submit(self._load_model, a.subject, deadline, say, a.verb == "reload")
+                        for a in loads
+                    ]
+                    for future in futures:
+                        future.result()
+                loaded = [a.subject for a in loads]
+                for action in plan.actions:
+                    if action.verb == "unload":
+                        self._unload_model(action.subject, say)
+                self._start_extra_components(deadline, say)
+                result_smoke = None
+                if smoke:
+                    say("smoke test: one streamed generation, one embedding batch")
+                    emb = self.spec.embedder
+                    result_smoke = run_smoke(
+                        self.endpoints()["triton_grpc"],
+                        embedder=emb is not None,
+                        dimensions=emb.dimensions if emb else None,
+                    )
+            except BaseException:
+                if fresh:
+                    say("start failed; stopping what was started")
+                    self._teardown()
+                raise
+            self._write_applied(plan)
+            return ApplyResult(
+                plan=plan,
+                changed=True,
+                endpoints=self.endpoints(),
+                built=tuple(n for n, b in builds.items() if b.built),
+                loaded=tuple(loaded),
+                smoke=result_smoke,
+                seconds=time.monotonic() - started,
+            )
+
+    def _install_model(self, build: ModelBuild) -> None:
+        """Copy a cached build into Triton's repository (fresh files, so Triton sees a change)."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.models_dir / build.name
+        tmp = self.models_dir / f".{build.name}.new"
+        old = self.models_dir / f".{build.name}.old"
+        for p in (tmp, old):
+            shutil.rmtree(p, ignore_errors=True)
+        shutil.copytree(build.model_dir, tmp)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _start_triton(
+        self, builds: Mapping[str, ModelBuild], deadline: float, say: ProgressFn
+    ) -> None:
+        install = tritonserver.find_triton()
+        shutil.rmtree(self.models_dir, ignore_errors=True)
+        for build in builds.values():
+            self._install_model(build)
+        backend_dir = tritonserver.prepare_backend_dir(install, self.state_dir / "backends")
+        ports = tritonserver.TritonPorts(
+            http=self.spec.http_port or free_port(),
+            grpc=self.spec.grpc_port or free_port(),
+            metrics=self.spec.metrics_port or free_port(),
+        )
+        if len(set(ports.as_dict().values())) < 3:  # the kernel may hand out a port twice
+            ports = tritonserver.TritonPorts(ports.http, free_port(), free_port())
+        argv = tritonserver.build_argv(
+            install,
+            model_repository=self.models_dir,
+            backend_dir=backend_dir,
+            ports=ports,
+            extra_args=self.spec.triton_args,
+        )
+        spec = ComponentSpec(
+            name=TRITON,
+            argv=tuple(argv),
+            env=tritonserver.build_env(install),
+            health_url=f"http://127.0.0.1:{ports.http}/v2/health/live",
+            log_file=self.log_file(TRITON),
+            ports=ports.as_dict(),
+            cwd=self.state_dir,
+            labels={"identity": self._triton_identity(), "source": install.source},
+        )
+        say(f"starting Triton ({install.source}) on 127.0.0.1:{ports.http}")
+        self.supervisor.start(spec)
+        self.supervisor.wait_healthy(
+            TRITON,
+            max(0.0, deadline - time.monotonic()),
+            say,
+            budget_s=self.spec.startup_timeout_s,
+        )
+
+    def _load_model(self, name: str, deadline: float, say: ProgressFn, reload: bool) -> None:
+        base = self.endpoints()["triton_http"]
+        say(f"{'reloading' if reload else 'loading'} model {name}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._not_ready(name, "no time left")
+        try:
+            status, body = _http(base, "POST", f"/v2/repository/models/{name}/load", {}, remaining)
+        except (TimeoutError, urllib.error.URLError) as exc:
+            if not self.supervisor.is_running(TRITON):
+                self._crashed(f"Triton exited while loading {name}")
+            self._not_ready(name, str(getattr(exc, "reason", exc)))
+        if status != 200:
+            if not self.supervisor.is_running(TRITON):
+                self._crashed(f"Triton exited while loading {name}")
+            message = (
+                (body or {}).get("error", f"HTTP {status}") if isinstance(body, dict) else status
+            )
+            message = str(message).strip().splitlines()[0] if str(message).strip() else status
+            keep = " (the previous version keeps serving)" if reload else ""
+            raise StackError(
+                f"model {name} failed to load{keep}: {message}; see {self.log_file(TRITON)}:\n"
+                + log_tail(self.log_file(TRITON), keywords=(name, "error", "exception"))
+            )
+        status, _ = _http(base, "GET", f"/v2/models/{name}/ready", None, 5.0)
+        if status != 200:
+            self._not_ready(name, f"HTTP {status} from /v2/models/{name}/ready")
+
+    def _unload_model(self, name: str, say: ProgressFn) -> None:
+        say(f"unloading model {name}")
+        base = self.endpoints()["triton_http"]
+        _http(base, "POST", f"/v2/repository/models/{name}/unload", {}, 30.0)
+        shutil.rmtree(self.models_dir / name, ignore_errors=True)
+
+    def _not_ready(self, name: str, detail: str) -> None:
+        raise StackError(
+            f"model {name} not ready within {self.spec.startup_timeout_s:g} s ({detail}); see "
+            f"{self.log_file(TRITON)}:\n"
+            + log_tail(self.log_file(TRITON), keywords=(name, "error"))
+        )
+
+    def _crashed(self, message: str) -> None:
+        raise StackError(
+            f"{message}; see {self.log_file(TRITON)}:\n"
+            + log_tail(self.log_file(TRITON), keywords=("error", "signal", "fatal", "abort"))
+        )
+
+    def _start_extra_components(self, deadline: float, say: ProgressFn) -> None:
+        endpoints = self.endpoints()
+        for factory in self.extra_components:
+            spec = factory(self, endpoints)
+            spec = _with_identity(spec)
+            if self.supervisor.is_running(spec.name) and self._same(spec):
+                continue
+            self.supervisor.stop(spec.name)
+            say(f"starting {spec.name}")
+            self.supervisor.start(spec)
+            self.supervisor.wait_healthy(
+                spec.name,
+                max(0.0, deadline - time.monotonic()),
+                say,
+                budget_s=self.spec.startup_timeout_s,
+            )
+
+    def _write_applied(self, plan: LocalPlan) -> None:
+        doc = {
+            "stack": plan.stack,
+            "plan_hash": plan.plan_hash,
+            "models": plan.models,
+            "blueprint_hash": self.spec.blueprint_hash,
+            "applied_at": time.time(),
+            "endpoints": self.endpoints(),
+        }
+        tmp = self.stack_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, self.stack_file)
+
+    def _teardown(self) -> list[str]:
+        stopped = self.supervisor.stop_all()
+        for path in (self.models_dir, self.state_dir / "backends", self.supervisor.components_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.stack_file.unlink()
+        return stopped
+
+    # -- status / destroy ------------------------------------------------------------------------
+    def status(self) -> StackStatus:
+        applied = self._applied()
+        records = self.supervisor.records()
+        if not records:
+            return StackStatus(
+                self.spec.name, "stopped", (), (), {}, applied.get("plan_hash"), str(self.state_dir)
+            )
+        components = tuple(self.supervisor.health(r.name) for r in records)
+        problems = [
+            f"{c.name} is {c.state}: {c.detail}".rstrip(": ") for c in components if not c.ok
+        ]
+        models: tuple[ModelStatus, ...] = ()
+        triton = next((c for c in components if c.name == TRITON), None)
+        if triton is not None and triton.ok:
+            served = self.served_models()
+            expected = applied.get("models", {})
+            names = sorted(set(served) | set(expected))
+            models = tuple(
+                served.get(n) or ModelStatus(n, "", "absent", None, expected.get(n)) for n in names
+            )
+            for m in models:
+                if m.expected_key and m.state != "READY":
+                    problems.append(f"model {m.name} is {m.state} {m.reason}".rstrip())
+                elif m.expected_key and m.key != m.expected_key:
+                    problems.append(f"model {m.name} serves {m.key}, expected {m.expected_key}")
+        return StackStatus(
+            stack=self.spec.name,
+            state="degraded" if problems else "running",
+            components=components,
+            models=models,
+            endpoints=self.endpoints(),
+            plan_hash=applied.get("plan_hash"),
+            state_dir=str(self.state_dir),
+            problems=tuple(problems),
+        )
+
+    def destroy(self, on_progress: ProgressFn | None = None) -> list[str]:
+        """Stop every component (SIGTERM, then SIGKILL the group) and remove the runtime state."""
+        say = on_progress or _noop
+        with self._locked():
+            for rec in self.supervisor.records():
+                say(f"stopping {rec.name} (pid {rec.pid})")
+            return self._teardown()
+
+
+def _identity(spec: ComponentSpec) -> str:
+    doc = spec.identity()
+    doc["labels"].pop("identity", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _with_identity(spec: ComponentSpec) -> ComponentSpec:
+    from dataclasses import replace
+
+    return replace(spec, labels={**spec.labels, "identity": _identity(spec)})

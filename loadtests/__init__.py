@@ -1,0 +1,1 @@
+"""Locust load profiles used by ``llmctl verify`` (and runnable with ``locust -f``)."""

@@ -1,0 +1,103 @@
+"""Load straight on Triton's ``ensemble`` model, bypassing gateway and retrieval.
+
+Same request events as ``gateway_user.py`` (ASK, TTFT, ITL, TPS), through Triton's HTTP generate
+extension (``POST /v2/models/ensemble/generate_stream``, server-sent events). Comparing the two
+profiles separates model capacity from what the gateway and retrieval add.
+The prompt is a question of the evaluation set in the served model's ChatML frame, without
+retrieved sources, so it is shorter than the gateway's: the difference is retrieval's share.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from typing import Any
+
+from locust import HttpUser, between, task
+
+from loadtests.gateway_user import parse_sse
+
+_SEQ = itertools.count()
+FRAME = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+
+
+class TritonUser(HttpUser):
+    """A client of the model server itself (no auth, no retrieval, no audit)."""
+
+    wait_time = between(1.0, 3.0)
+    model = "ensemble"
+
+    def on_start(self) -> None:
+        spec = getattr(self.environment, "llmctl_spec", None)
+        self.sink = getattr(self.environment, "llmctl_responses", [])
+        self.questions = [q["question"] for q in (spec.questions if spec else [])] or [
+            "How many days of paid annual leave does a full-time employee get?"
+        ]
+        self.max_tokens = spec.max_tokens if spec else 64
+        self.timeout = spec.request_timeout_s if spec else 120.0
+        n = next(_SEQ)
+        self.rng = random.Random(n)
+        if spec is not None:
+            lo, hi = spec.wait_min_s, spec.wait_max_s
+            self.wait_time = lambda: self.rng.uniform(lo, hi)  # type: ignore[method-assign]
+
+    def fire(self, kind: str, value: float, exc: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=kind,
+            name=f"/v2/models/{self.model}/generate_stream",
+            response_time=value,
+            response_length=0,
+            exception=exc,
+            context={},
+        )
+
+    @task
+    def generate(self) -> None:
+        payload: dict[str, Any] = {
+            "text_input": FRAME.format(q=self.rng.choice(self.questions)),
+            "max_tokens": self.max_tokens,
+            "stream": True,
+            "temperature": 0.0,
+            "stop_words": ["<|im_end|>"],
+        }
+        started = time.perf_counter()
+        deltas: list[float] = []
+        error: Exception | None = None
+        try:
+            with self.client.post(
+                f"/v2/models/{self.model}/generate_stream",
+                json=payload,
+                stream=True,
+                catch_response=True,
+                name="generate_stream (headers)",
+                timeout=self.timeout,
+            ) as resp:
+                if resp.status_code != 200:
+                    error = RuntimeError(f"HTTP {resp.status_code}")
+                else:
+                    for _event, data in parse_sse(resp.iter_lines()):
+                        doc = json.loads(data or "{}")
+                        if "error" in doc:
+                            error = RuntimeError(str(doc["error"])[:120])
+                            break
+                        if doc.get("text_output"):
+                            deltas.append(time.perf_counter())
+                    if error is None and not deltas:
+                        error = RuntimeError("no tokens streamed")
+                if error is not None:
+                    resp.failure(error)
+                else:
+                    resp.success()
+        except Exception as exc:
+            error = exc
+        self.fire("ASK", (time.perf_counter() - started) * 1e3, error)
+        if error is not None:
+            return
+        self.fire("TTFT", (deltas[0] - started) * 1e3)
+        if len(deltas) > 1:
+            span = deltas[-1] - deltas[0]
+            self.fire("ITL", span / (len(deltas) - 1) * 1e3)
+            if span > 0:
+                self.fire("TPS", (len(deltas) - 1) / span)
