@@ -16,7 +16,7 @@ DEMO_BLUEPRINT ?= blueprints/hr-policy-assistant.yaml
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: demo test test-stack lint format install-dev install-demo clean bench
+.PHONY: demo demo-stack test test-stack lint format install-dev install-demo clean bench
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "llmctl needs Python >= 3.11 (found %s)" % sys.version.split()[0]'
@@ -50,7 +50,11 @@ test-stack: install-dev
 	$(PY) -m pytest -m stack
 
 demo: install-demo
-	@bash tools/demo.sh $(DEMO_BLUEPRINT)
+	@bash tools/demo.sh plan $(DEMO_BLUEPRINT)
+
+# The local stack end to end (up, ingest, ask as two users, verify). See README, known limits.
+demo-stack: install-demo
+	@bash tools/demo.sh stack $(DEMO_BLUEPRINT)
 
 bench: install-dev
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# The main job on the local target, as an architect, an operator and CI would run it.
-# Called by `make demo` after it installed .venv. Leaves the stack running; stop it with
-#   .venv/bin/llmctl down blueprints/hr-policy-assistant.yaml
+# The main job, as an architect, an operator and CI run it. Called by `make demo` (plan) and
+# `make demo-stack` (the local stack: up, ingest, ask, verify) after .venv is installed.
+#   tools/demo.sh plan|stack [BLUEPRINT]
 set -euo pipefail
-BP=${1:-blueprints/hr-policy-assistant.yaml}
+STAGE=${1:-plan}
+BP=${2:-blueprints/hr-policy-assistant.yaml}
 export PATH="$PWD/.venv/bin:$PATH"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "architect: llmctl check (schema and semantic rules, every example)"
-llmctl check blueprints/*.yaml
+if [ "$STAGE" = plan ]; then
+  say "architect: llmctl check (schema and semantic rules, every example)"
+  llmctl check blueprints/*.yaml
 
-say "architect: llmctl size $BP (the production GPU plan and its cost)"
-llmctl size "$BP"
+  say "architect: llmctl size $BP (the production GPU plan and its cost)"
+  llmctl size "$BP"
 
-say "operator: llmctl build $BP (local model repository, content-addressed)"
-llmctl build "$BP"
+  say "operator: llmctl build $BP --target prod --dry-run (TensorRT-LLM spec and exact steps)"
+  llmctl build "$BP" --target prod --dry-run
+
+  say "operator: llmctl render $BP --target prod (Kubernetes manifests, validated, no cluster)"
+  llmctl render "$BP" --target prod -o reports/demo/manifests
+
+  say "operator: llmctl build $BP (the local target's Triton model repository, content-addressed)"
+  llmctl build "$BP"
+  echo
+  echo "manifests: reports/demo/manifests/   next: make demo-stack (the local stack, see README)"
+  exit 0
+fi
 
 say "operator: llmctl up $BP -y (real Triton on CPU + the gateway, on 127.0.0.1)"
 llmctl up "$BP" -y
