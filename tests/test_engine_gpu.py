@@ -61,14 +61,14 @@ def test_build_a_tiny_engine_for_real(tmp_path: Path, monkeypatch: pytest.Monkey
     version = trtllm.available()
     if version is None:
         pytest.skip(
-            "tensorrt_llm is not installed (a TensorRT-LLM build needs an NVIDIA GPU machine)"
+            reason="tensorrt_llm is not installed (a TensorRT-LLM build needs an NVIDIA GPU machine)"
         )
     gpu = _gpu()
     if gpu is None:
-        pytest.skip("no NVIDIA GPU from the catalogue found by nvidia-smi")
+        pytest.skip(reason="no NVIDIA GPU from the catalogue found by nvidia-smi")
     ckpt = _tiny_checkpoint()
     if ckpt is None or not ckpt.is_dir():
-        pytest.skip(f"no tiny checkpoint: set LLMCTL_TEST_TINY_CHECKPOINT or cache {TINY}")
+        pytest.skip(reason=f"no tiny checkpoint: set LLMCTL_TEST_TINY_CHECKPOINT or cache {TINY}")
     monkeypatch.setenv("LLMCTL_TRTLLM_VERSION", version)  # build with what is installed
     monkeypatch.setenv("LLMCTL_ENGINE_CACHE", str(tmp_path / "engines"))
     doc = changed(

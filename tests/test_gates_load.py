@@ -13,7 +13,7 @@ import pytest
 
 # find_spec, not importorskip: importing locust here would gevent-patch the test process itself.
 if importlib.util.find_spec("locust") is None:
-    pytest.skip("locust is not installed", allow_module_level=True)
+    pytest.skip(reason="locust is not installed", allow_module_level=True)
 
 from test_gateway_support import (
     CORPUS,

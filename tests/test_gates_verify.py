@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 if importlib.util.find_spec("locust") is None:  # find_spec: importing locust would gevent-patch us
-    pytest.skip("locust is not installed", allow_module_level=True)
+    pytest.skip(reason="locust is not installed", allow_module_level=True)
 
 from test_gateway_support import (  # noqa: E402
     EchoLLM,

@@ -89,7 +89,7 @@ def test_override_must_be_executable(tmp_path, monkeypatch):
 @pytest.mark.skipif(sys.platform != "linux", reason="the wheel's tritonserver is Linux x86-64")
 def test_finds_the_wheel_binary(monkeypatch):
     if importlib.util.find_spec("pytriton") is None:
-        pytest.skip("nvidia-pytriton is not installed")
+        pytest.skip(reason="nvidia-pytriton is not installed")
     monkeypatch.delenv(tritonserver.ENV_BINARY, raising=False)
     install = tritonserver.find_triton()
     assert install.binary.is_file()

