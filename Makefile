@@ -1,5 +1,5 @@
 # llmctl: two commands do everything on a fresh Debian/Ubuntu x86-64 machine with Python 3.11.
-#   make demo   the main job on the local target (creates .venv, installs, runs)
+#   make demo   the main job on the local target (creates .venv, installs, runs; stack stays up)
 #   make test   lint and the whole test suite (creates .venv, installs, runs)
 # Installs are stamped, so a second run only re-installs when pyproject.toml changed.
 
@@ -16,7 +16,7 @@ DEMO_BLUEPRINT ?= blueprints/hr-policy-assistant.yaml
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: demo demo-stack test test-stack lint format install-dev install-demo clean bench
+.PHONY: demo demo-plan down test test-fast test-stack lint format install-dev install-demo clean bench
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "llmctl needs Python >= 3.11 (found %s)" % sys.version.split()[0]'
@@ -42,19 +42,28 @@ format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Everything, the end-to-end tests against a real local stack (Triton, gateway) included.
 test: lint
 	$(PY) -m pytest
 
-# The end-to-end tests against a real local stack (real Triton, models from the wheels, gateway).
+# While iterating: without the tests that start real processes (marked `stack`), or only those.
+test-fast: install-dev
+	$(PY) -m pytest -m 'not stack'
+
 test-stack: install-dev
 	$(PY) -m pytest -m stack
 
+# The main job: check and plan, then the local stack up, ingest, ask as two users, verify.
+# The stack stays up afterwards (`make down` stops it).
 demo: install-demo
+	@bash tools/demo.sh all $(DEMO_BLUEPRINT)
+
+# The plan only (check, size, engine dry-run, manifests, local build); starts no process.
+demo-plan: install-demo
 	@bash tools/demo.sh plan $(DEMO_BLUEPRINT)
 
-# The local stack end to end (up, ingest, ask as two users, verify). See README, known limits.
-demo-stack: install-demo
-	@bash tools/demo.sh stack $(DEMO_BLUEPRINT)
+down:
+	@if [ -x $(VENV)/bin/llmctl ]; then $(VENV)/bin/llmctl down $(DEMO_BLUEPRINT); fi
 
 bench: install-dev
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

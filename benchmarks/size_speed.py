@@ -2,8 +2,8 @@
 
     python benchmarks/size_speed.py [BLUEPRINT ...] [--runs N]
 
-Runs the real CLI in a fresh interpreter each time (start-up and imports included) and reports
-the median and the worst run. A benchmark, never a timed test: shared CI machines are noisy.
+Runs the real CLI in a fresh interpreter each time (start-up and imports included; see
+cli_timing.py for the environment) and reports the median and the worst run. A benchmark, never a timed test: shared CI machines are noisy.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from cli_timing import time_command, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = """
 import sys, time
 t0 = time.perf_counter()
-import llmctl.cli
+import llmctl.cli.commands
 t1 = time.perf_counter()
 from llmctl.blueprint import load_blueprint
 bp = load_blueprint(sys.argv[1])
@@ -45,25 +46,19 @@ def main() -> int:
     blueprints = args.blueprints or sorted((ROOT / "blueprints").glob("*.yaml"))
     worst_all = 0.0
     for bp in blueprints:
-        times = []
-        rc = 0
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "llmctl", "size", str(bp), "--output", "json"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-            )
-            times.append(time.perf_counter() - start)
-            rc = done.returncode
+        cmd = [sys.executable, "-m", "llmctl", "size", str(bp), "--output", "json"]
+        times, rc = time_command(cmd, args.runs, cwd=ROOT, ok_codes=(0, 1))
         worst_all = max(worst_all, max(times))
         print(
             f"{bp.name:32} exit {rc}  median {statistics.median(times) * 1e3:6.0f} ms  "
             f"worst {max(times) * 1e3:6.0f} ms  ({args.runs} runs)"
         )
         phases = subprocess.run(
-            [sys.executable, "-c", PHASES, str(bp)], cwd=ROOT, capture_output=True, text=True
+            [sys.executable, "-c", PHASES, str(bp)],
+            cwd=ROOT,
+            env=user_env(),
+            capture_output=True,
+            text=True,
         ).stdout.split()
         if len(phases) == 3:
             print(

@@ -8,6 +8,7 @@ need a stack of their own (failures, down) build small LLM-only specs with ``llm
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +36,13 @@ def stack_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackDirs]:
     """A private LLMCTL_HOME and LLMCTL_CACHE for the whole session."""
     root = tmp_path_factory.mktemp("llmctl-stack")
     dirs = StackDirs(home=root / "home", cache=root / "cache")
-    saved = {k: os.environ.get(k) for k in ("LLMCTL_HOME", "LLMCTL_CACHE")}
+    saved = {k: os.environ.get(k) for k in ("LLMCTL_HOME", "LLMCTL_CACHE", "PATH")}
     os.environ["LLMCTL_HOME"] = str(dirs.home)
     os.environ["LLMCTL_CACHE"] = str(dirs.cache)
+    # As a user with the venv activated runs llmctl: its bin first on PATH. The python-backend
+    # stub once took its stdlib from there while linking another libpython (an ImportError on
+    # _ssl), which a plain PATH hid; see tritonserver.build_env.
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved["PATH"] or ""])
     yield dirs
     for key, value in saved.items():
         if value is None:

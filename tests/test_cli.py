@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -100,3 +101,48 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_usage_error_exit_code() -> None:
     proc = run_cli("check")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+APP_ONLY = "import sys; from llmctl.cli.commands import main; sys.argv[0] = 'llmctl'; main()"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", str(HR)],
+        ["check", str(FAIL)],
+        ["check", "--format", "json", str(HR), str(FAIL)],
+        ["check", "-f", "github", str(FAIL)],
+        ["check", "--format=JSON", "--strict", str(HR)],
+        ["check", "--", str(HR)],
+        ["check", "no-such-file.yaml"],
+    ],
+)
+def test_fast_path_matches_the_typer_command(args: list[str]) -> None:
+    """`llmctl check` skips typer (llmctl/cli/fast.py); it must say exactly what typer's would."""
+    from llmctl.cli.fast import parse_check
+
+    assert parse_check(args[1:]) is not None  # these really take the fast path
+    fast = run_cli(*args)
+    full = subprocess.run(
+        [sys.executable, "-c", APP_ONLY, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert (fast.returncode, fast.stdout, fast.stderr) == (
+        full.returncode,
+        full.stdout,
+        full.stderr,
+    )
+
+
+@pytest.mark.parametrize(
+    "rest", [[], ["--help"], ["--format"], ["--format", "xml", "x.yaml"], ["--quiet", "x.yaml"]]
+)
+def test_anything_unusual_goes_to_typer(rest: list[str]) -> None:
+    from llmctl.cli.fast import parse_check, run_fast
+
+    assert parse_check(rest) is None
+    assert run_fast(["check", *rest]) is None

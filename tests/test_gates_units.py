@@ -156,6 +156,36 @@ def test_baseline_regression(bp, tmp_path: Path) -> None:
     )
 
 
+def test_short_run_is_compared_with_the_same_questions(bp, tmp_path: Path) -> None:
+    """A --eval-limit run is judged against the baseline's results for the questions it asked."""
+    gate = replace(
+        bp.gates_for("local").quality,
+        min_recall_at_k=0.0,
+        min_citation_accuracy=0.0,
+        max_regression=0.05,
+    )
+    questions = [
+        {"id": "easy", "kind": "answerable", "expected_docs": ["d/a"]},
+        {"id": "hard", "kind": "answerable", "expected_docs": ["d/b"]},
+        {"id": "secret", "kind": "restricted", "restricted_docs": ["d/s"], "asker_groups": ["x"]},
+    ]
+    # the full run: "hard" was never retrieved, so the whole-set recall is 0.5
+    full = quality.score(questions, [_resp(["d/a"]), _resp(["d/z"]), _resp([])], ACLS)
+    path = tmp_path / "baseline.json"
+    quality.write_baseline(path, full, eval_hash="x", blueprint_hash="y")
+    baseline = quality.read_baseline(path)
+    assert baseline["metrics"]["recall_at_k"] == 0.5
+    # a short run over "easy" alone that loses it is measured against that question's 1.0 ...
+    lost = quality.score(questions[:1], [_resp(["d/z"])], ACLS)
+    result = quality.quality_gate(lost, gate, baseline)
+    assert result.status == "failed"
+    assert result.figures["baseline"]["recall_at_k"] == 1.0
+    # ... and a short run over "hard" alone that still misses it is no regression (against the
+    # whole set's 0.5 it would have looked like a drop of 0.5 and failed)
+    same = quality.score(questions[1:2], [_resp(["d/z"])], ACLS)
+    assert quality.quality_gate(same, gate, baseline).status == "passed"
+
+
 def test_select_keeps_both_kinds() -> None:
     qs = [{"id": f"a{i}", "kind": "answerable"} for i in range(10)] + [
         {"id": f"r{i}", "kind": "restricted"} for i in range(4)

@@ -74,9 +74,15 @@ def test_argv_binds_loopback_and_explicit_control(tmp_path):
 
 def test_env_puts_bundled_libs_and_this_interpreters_packages_first(tmp_path):
     install = _fake_install(tmp_path)
-    env = tritonserver.build_env(install, base={"LD_LIBRARY_PATH": "/x", "PYTHONPATH": "/y"})
-    assert env["LD_LIBRARY_PATH"].split(":") == [str(install.lib_dirs[0]), "/x"]
+    env = tritonserver.build_env(
+        install, base={"LD_LIBRARY_PATH": "/x", "PYTHONPATH": "/y", "PATH": "/venv/bin:/usr/bin"}
+    )
+    own = tritonserver.interpreter_libdir()
+    expected = [str(own)] if own is not None else []
+    assert env["LD_LIBRARY_PATH"].split(":") == [*expected, str(install.lib_dirs[0]), "/x"]
     assert env["PYTHONPATH"].endswith(":/y")
+    # the stub's embedded Python takes its stdlib from the first python3 on PATH: this one
+    assert env["PATH"].split(":") == [str(Path(sys.executable).parent), "/venv/bin", "/usr/bin"]
     assert env["HF_HUB_OFFLINE"] == "1"
 
 

@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# The main job, as an architect, an operator and CI run it. Called by `make demo` (plan) and
-# `make demo-stack` (the local stack: up, ingest, ask, verify) after .venv is installed.
-#   tools/demo.sh plan|stack [BLUEPRINT]
+# The main job, as an architect, an operator, a data owner, an employee and CI run it. Called by
+# `make demo` (all: the plan, then the local stack: up, ingest, ask as two users, verify) and
+# `make demo-plan` (the plan only, no processes started) after .venv is installed.
+#   tools/demo.sh all|plan|stack [BLUEPRINT]
 set -euo pipefail
-STAGE=${1:-plan}
+STAGE=${1:-all}
 BP=${2:-blueprints/hr-policy-assistant.yaml}
 export PATH="$PWD/.venv/bin:$PATH"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# an `llmctl ask --output json` answer as people read it
+show() {
+  python - "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(r["answer"].strip())
+for i, c in enumerate(r["citations"], 1):
+    print(f"  [{i}] {c['title']} — {c['heading']}  ({c['path']}, score {c['score']:.2f})")
+print(f"  outcome {r['outcome']} · request {r['request_id']}")
+PY
+}
 
-if [ "$STAGE" = plan ]; then
+plan() {
   say "architect: llmctl check (schema and semantic rules, every example)"
   llmctl check blueprints/*.yaml
 
@@ -24,23 +36,46 @@ if [ "$STAGE" = plan ]; then
   say "operator: llmctl build $BP (the local target's Triton model repository, content-addressed)"
   llmctl build "$BP"
   echo
-  echo "manifests: reports/demo/manifests/   next: make demo-stack (the local stack, see README)"
-  exit 0
-fi
+  echo "manifests: reports/demo/manifests/"
+}
 
-say "operator: llmctl up $BP -y (real Triton on CPU + the gateway, on 127.0.0.1)"
-llmctl up "$BP" -y
+stack() {
+  say "operator: llmctl up $BP -y (real Triton on CPU + the gateway, on 127.0.0.1)"
+  mkdir -p reports/demo
+  llmctl up "$BP" -y
 
-say "data: llmctl ingest $BP (policy corpus, ACLs kept, embedded through Triton)"
-llmctl ingest "$BP"
+  say "data: llmctl ingest $BP (policy corpus, ACLs kept, embedded through Triton)"
+  llmctl ingest "$BP"
 
-Q="What is the salary band for a Vice President (G4)?"
-say "employee alice (all-employees) asks: $Q"
-llmctl ask "$BP" "$Q" --as alice --groups all-employees
-say "HR administrator hana (hr-admins) asks the same question"
-llmctl ask "$BP" "$Q" --as hana --groups all-employees,hr-admins
+  Q="What is the salary band for a Vice President (G4)?"
+  RESTRICTED=hr/salary-bands-2026   # readable by hr-admins only (its front matter)
+  say "employee alice (all-employees) asks: $Q"
+  llmctl ask "$BP" "$Q" --as alice --groups all-employees --output json > reports/demo/alice.json
+  show reports/demo/alice.json
+  say "HR administrator hana (hr-admins) asks the same question"
+  llmctl ask "$BP" "$Q" --as hana --groups all-employees,hr-admins --output json > reports/demo/hana.json
+  show reports/demo/hana.json
+  say "access control: who saw $RESTRICTED?"
+  python - "$RESTRICTED" reports/demo/alice.json reports/demo/hana.json <<'PY'
+import json, sys
+doc, *files = sys.argv[1:]
+seen = {f.split("/")[-1][:-5]: doc in {c["doc_id"] for c in json.load(open(f))["citations"]} for f in files}
+for user, saw in seen.items():
+    print(f"  {user:6} {'cited it' if saw else 'did not get it'}")
+if seen != {"alice": False, "hana": True}:
+    sys.exit("access control demo: unexpected result (see the answers above)")
+PY
 
-say "CI: llmctl verify $BP (smoke, load, quality and compliance gates)"
-llmctl verify "$BP" --eval-limit 12 --report reports/demo --junit reports/demo/junit.xml
-echo
-echo "report: reports/demo/index.html   (stop the stack: .venv/bin/llmctl down $BP)"
+  say "CI: llmctl verify $BP (smoke, load, quality and compliance gates)"
+  llmctl verify "$BP" --eval-limit 12 --report reports/demo --junit reports/demo/junit.xml
+  echo
+  echo "report: reports/demo/index.html  (JSON: reports/demo/verify.json, JUnit: reports/demo/junit.xml)"
+  echo "the stack is still up: .venv/bin/llmctl status $BP; stop it with make down"
+}
+
+case "$STAGE" in
+  all) plan; stack ;;
+  plan) plan ;;
+  stack) stack ;;
+  *) echo "usage: tools/demo.sh all|plan|stack [BLUEPRINT]" >&2; exit 2 ;;
+esac

@@ -1,94 +1,33 @@
 """The command line: a thin layer over the core (see ../shared/STYLE.md).
 
-Each verb lives in its own module under ``llmctl/cli/`` and registers itself through the explicit
-table below, so a newcomer finds any verb from its file name. Heavy imports (torch, pulumi,
-locust, tritonclient) happen inside the verbs that need them, never here, so ``llmctl check``
-stays fast.
+``main`` is the console script. It first offers the arguments to the typer-free fast path
+(``fast.py``: ``llmctl check`` runs in editors, pre-commit hooks and on every CI push, and
+typer with its pydantic coercion costs more than the check itself), then to the typer application
+in ``commands.py``, where every verb is registered. ``from llmctl.cli import app`` still works; it
+loads typer only then.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
-
-import typer
-
-from llmctl import __version__
-from llmctl.errors import LlmctlError
-
-app = typer.Typer(
-    name="llmctl",
-    help="Turn one YAML blueprint into a running, verified, self-hosted LLM service.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-# One module per verb (or group of verbs); each exposes ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "llmctl.cli.check",
-    "llmctl.cli.schema",
-    "llmctl.cli.init",
-    "llmctl.cli.stack",
-    "llmctl.cli.gateway",
-    "llmctl.cli.ingest",
-    "llmctl.cli.size",
-    "llmctl.cli.k8s",
-    "llmctl.cli.engines",
-    "llmctl.cli.verify",
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"llmctl {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """Turn one YAML blueprint into a running, verified, self-hosted LLM service."""
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+from typing import Any
 
 
 def main() -> None:
-    """Entry point: run the app, turning llmctl's own errors into one line and an exit code."""
-    debug = os.environ.get("LLMCTL_DEBUG") == "1"
-    try:
-        rc = app(standalone_mode=False)
-    except LlmctlError as exc:
-        if debug:
-            raise
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors (typer may vendor click) and real bugs
-        if callable(getattr(exc, "show", None)) and isinstance(
-            getattr(exc, "exit_code", None), int
-        ):
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        if debug:
-            raise
-        typer.secho(
-            f"internal error: {type(exc).__name__}: {exc} (set LLMCTL_DEBUG=1 for the traceback)",
-            err=True,
-            fg=typer.colors.RED,
-        )
-        sys.exit(1)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    """Entry point: the fast path when it applies, else the full application."""
+    from llmctl.cli.fast import run_fast
+
+    rc = run_fast(sys.argv[1:])
+    if rc is not None:
+        sys.exit(rc)
+    from llmctl.cli.commands import main as app_main
+
+    app_main()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from llmctl.cli.commands import app
+
+        return app
+    raise AttributeError(f"module 'llmctl.cli' has no attribute {name!r}")

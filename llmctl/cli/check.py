@@ -1,12 +1,16 @@
-"""``llmctl check``: validate blueprints (schema and semantic rules)."""
+"""``llmctl check``: validate blueprints (schema and semantic rules).
 
-from __future__ import annotations
+``run_check`` does the work and imports nothing heavy; ``register`` builds the typer command
+around it. The console script usually reaches ``run_check`` through the typer-free fast path
+(``llmctl/cli/fast.py``), so this module must not import typer at module level.
+"""
 
+import json
+import sys
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
-
-import typer
+from typing import Any
 
 
 class CheckFormat(StrEnum):
@@ -15,29 +19,8 @@ class CheckFormat(StrEnum):
     github = "github"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("check")(check)
-
-
-def check(
-    files: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Blueprint files to check.", show_default=False, metavar="BLUEPRINT..."
-        ),
-    ],
-    fmt: Annotated[
-        CheckFormat,
-        typer.Option(
-            "--format", "-f", help="text, json, or github (CI annotations).", case_sensitive=False
-        ),
-    ] = CheckFormat.text,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
-) -> None:
-    """Check blueprints against the schema and the semantic rules; exit 1 on any error."""
-    import json
-    import sys
-
+def run_check(files: Sequence[Path | str], fmt: CheckFormat, strict: bool) -> int:
+    """Check every file, print the problems in ``fmt``; the exit code (1 on any error)."""
     from llmctl.blueprint import check_file
     from llmctl.blueprint.problems import format_problems
 
@@ -72,4 +55,36 @@ def check(
                 f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)} "
                 f"in {len(files)} file{'s' * (len(files) != 1)}\n"
             )
-    raise typer.Exit(1 if failed else 0)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def register(app: Any) -> None:
+    # No `from __future__ import annotations` in this module: typer reads the annotations of
+    # `check` below, which name typer and Annotated imported here, not at module level.
+    from typing import Annotated
+
+    import typer
+
+    def check(
+        files: Annotated[
+            list[Path],
+            typer.Argument(
+                help="Blueprint files to check.", show_default=False, metavar="BLUEPRINT..."
+            ),
+        ],
+        fmt: Annotated[
+            CheckFormat,
+            typer.Option(
+                "--format",
+                "-f",
+                help="text, json, or github (CI annotations).",
+                case_sensitive=False,
+            ),
+        ] = CheckFormat.text,
+        strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
+    ) -> None:
+        """Check blueprints against the schema and the semantic rules; exit 1 on any error."""
+        raise typer.Exit(run_check(files, fmt, strict))
+
+    app.command("check")(check)

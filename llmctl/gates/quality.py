@@ -32,6 +32,7 @@ from llmctl.gates.results import ERROR, Check, GateResult, ge
 
 METRICS = ("recall_at_k", "citation_accuracy", "refusal_correctness")
 BASELINE_VERSION = 1
+PER_QUESTION = ("retrieved", "top_cited", "correct")
 
 
 def load_eval_set(path: str | Path) -> list[dict[str, Any]]:
@@ -202,11 +203,46 @@ def write_baseline(
         "blueprint_hash": blueprint_hash,
         "questions": figures.get("questions"),
         "metrics": {m: figures.get(m) for m in (*METRICS, "answer_match")},
+        # per question, so a shorter run (--eval-limit) is compared with the same questions
+        "per_question": {
+            str(d["id"]): {k: d[k] for k in ("kind", *PER_QUESTION) if k in d}
+            for d in figures.get("details") or []
+            if d.get("id") is not None
+        },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def baseline_metrics(
+    baseline: dict[str, Any], figures: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """The baseline's scores over the questions this run asked, and what they cover.
+
+    A short run (``--eval-limit``) is a subset of the evaluation set; comparing its scores with
+    the whole set's would call an easy subset an improvement and a hard one a regression. When the
+    baseline holds per-question results for every question asked, its scores are recomputed over
+    exactly those questions; otherwise the stored totals are used.
+    """
+    per_q = baseline.get("per_question")
+    ids = [str(d.get("id")) for d in figures.get("details") or []]
+    if not (isinstance(per_q, dict) and ids and all(i in per_q for i in ids)):
+        return dict(baseline.get("metrics") or {}), "the whole baseline run"
+    rows = [per_q[i] for i in ids]
+    answerable = [r for r in rows if r.get("kind") != "restricted"]
+    restricted = [r for r in rows if r.get("kind") == "restricted"]
+
+    def mean(items: list[dict[str, Any]], key: str) -> float | None:
+        return round(sum(bool(r.get(key)) for r in items) / len(items), 4) if items else None
+
+    metrics = {
+        "recall_at_k": mean(answerable, "retrieved"),
+        "citation_accuracy": mean(answerable, "top_cited"),
+        "refusal_correctness": mean(restricted, "correct"),
+    }
+    return metrics, f"the baseline's results for the same {len(ids)} questions"
 
 
 def evaluate(figures: dict[str, Any], gate: Any, baseline: dict[str, Any] | None) -> list[Check]:
@@ -242,7 +278,8 @@ def evaluate(figures: dict[str, Any], gate: Any, baseline: dict[str, Any] | None
             )
         )
         return checks
-    base = baseline.get("metrics", {})
+    base, _scope = baseline_metrics(baseline, figures)
+    figures["baseline_scope"] = _scope
     for m in METRICS:
         now, then = figures.get(m), base.get(m)
         if now is None or then is None:
@@ -277,5 +314,7 @@ def quality_gate(
         "min_refusal_correctness": gate.min_refusal_correctness,
         "max_regression": gate.max_regression,
     }
-    result.figures["baseline"] = (baseline or {}).get("metrics")
+    result.figures["baseline"] = (
+        baseline_metrics(baseline, figures)[0] if baseline is not None else None
+    )
     return result

@@ -277,6 +277,7 @@ def config_from_blueprint(
             max_request_bytes=int(net.max_request_bytes),
             default_top_k=int(retrieval.top_k),
             max_top_k=max(int(retrieval.top_k), 20),
+            min_score=float(retrieval.min_score),
             context_tokens=context_tokens,
             max_input_tokens=max_input,
             max_output_tokens=max_output,

@@ -21,6 +21,7 @@ import os
 import shutil
 import site
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -151,6 +152,17 @@ def stub_pythonpath() -> str:
     return os.pathsep.join(paths)
 
 
+def interpreter_libdir() -> Path | None:
+    """The directory holding this interpreter's shared libpython, if it was built with one."""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return None
+    libdir = sysconfig.get_config_var("LIBDIR")
+    soname = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
+    if libdir and soname and (Path(libdir) / soname).is_file():
+        return Path(libdir)
+    return None
+
+
 def build_env(
     install: TritonInstall,
     extra: Mapping[str, str] | None = None,
@@ -159,6 +171,17 @@ def build_env(
     """The tritonserver process environment (the stubs inherit it)."""
     env = dict(os.environ if base is None else base)
     lib_path = [str(p) for p in install.lib_dirs]
+    # The stub embeds libpython and finds its standard library from the first ``python3`` on
+    # PATH (a venv's pyvenv.cfg points at its base Python). If the linker picked the system
+    # libpython while PATH led to another Python's stdlib, extension modules fail to import
+    # (``_ssl ... undefined symbol``). So the stub runs *this* interpreter: its libpython first on
+    # the library path, its bin directory first on PATH.
+    own_lib = interpreter_libdir()
+    if own_lib is not None:
+        lib_path.insert(0, str(own_lib))
+    env["PATH"] = os.pathsep.join(
+        p for p in [str(Path(sys.executable).parent), env.get("PATH", "")] if p
+    )
     if env.get("LD_LIBRARY_PATH"):
         lib_path.append(env["LD_LIBRARY_PATH"])
     if lib_path:
