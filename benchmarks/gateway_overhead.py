@@ -14,9 +14,12 @@ LanceDB index (built here by the retrieval package) and real JWT auth and audit.
 - ``--stack`` (real): a private local stack (Triton on CPU, SmolLM2 + MiniLM) is started, or use a
   running one with ``--triton-http`` and ``--triton-grpc``; the gateway is ``python -m
   llmctl.gateway`` with its default retriever (question embeddings by Triton) and LLM client.
-- default (simulated generation): the gateway process embeds in-process with the same MiniLM
-  weights and the LLM is a simulated stream (``--token-ms`` per token, no CPU), so the figure is not
-  dominated by two CPU cores running SmolLM2 and MiniLM for 32 callers at once.
+- default (simulated generation): the LLM is a simulated stream (``--token-ms`` per token, no
+  CPU), so the figure is not dominated by two CPU cores running SmolLM2 for 32 callers at once.
+  Question embeddings go where production sends them, to Triton's ``embedder`` with dynamic
+  batching (a private stack is started, or ``--triton-grpc`` names a running one);
+  ``--embedder inprocess`` embeds inside the gateway process instead, one question per call (32
+  threads contending for two cores: it measures that contention, not the gateway).
 
     PYTHONPATH=. python benchmarks/gateway_overhead.py [--stack] [--requests 320] [--concurrency 32]
 """
@@ -95,11 +98,14 @@ def _serve(args: argparse.Namespace) -> None:
     from llmctl.gateway.app import create_app
     from llmctl.gateway.backends import IndexRetriever
     from llmctl.gateway.config import load_config
-    from llmctl.retrieval.embedders import InProcessEmbedder
+    from llmctl.retrieval.embedders import InProcessEmbedder, TritonEmbedder
     from llmctl.retrieval.index import ChunkIndex
 
     config = load_config(args.config)
-    embedder = InProcessEmbedder(threads=args.embed_threads)
+    if args.embedder == "triton":
+        embedder: Any = TritonEmbedder(config.triton_grpc_url)
+    else:
+        embedder = InProcessEmbedder(threads=args.embed_threads)
     retriever = IndexRetriever(lambda: ChunkIndex.open(config.index_dir), embedder)
     app = create_app(config, retriever=retriever, llm=SimulatedLLM(args.tokens, args.token_ms))
     sock = socket.socket()
@@ -202,8 +208,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--stack", action="store_true", help="real Triton for embeddings and generation")
-    p.add_argument("--triton-http", help="running stack: Triton HTTP URL (with --stack)")
-    p.add_argument("--triton-grpc", help="running stack: Triton gRPC address (with --stack)")
+    p.add_argument("--triton-http", help="running stack: Triton HTTP URL")
+    p.add_argument("--triton-grpc", help="running stack: Triton gRPC address")
     p.add_argument("--threads", type=int, default=2, help="threads per model of a started stack")
     p.add_argument("--requests", type=int, default=320)
     p.add_argument("--warmup", type=int, default=32)
@@ -211,7 +217,13 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=16, help="tokens generated per answer")
     p.add_argument("--tokens", type=int, default=16, help="simulated mode: tokens per answer")
     p.add_argument("--token-ms", type=float, default=10.0, help="simulated mode: ms per token")
-    p.add_argument("--embed-threads", type=int, default=1, help="simulated mode: torch threads")
+    p.add_argument(
+        "--embedder",
+        choices=("triton", "inprocess"),
+        default="triton",
+        help="simulated mode: question embeddings by Triton (as in production) or in-process",
+    )
+    p.add_argument("--embed-threads", type=int, default=1, help="--embedder inprocess: threads")
     p.add_argument("--stream", action="store_true", help="use server-sent events")
     p.add_argument("--json", action="store_true", help="print the summary as JSON only")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -232,7 +244,7 @@ def main() -> int:
     ):
         work = Path(tmp)
         http_url = grpc_url = ""
-        if args.stack:
+        if args.stack or args.embedder == "triton":
             http_url, grpc_url = stack.enter_context(_stack(args))
             from llmctl.retrieval.embedders import TritonEmbedder
 
@@ -289,6 +301,8 @@ def main() -> int:
                 str(args.token_ms),
                 "--embed-threads",
                 str(args.embed_threads),
+                "--embedder",
+                args.embedder,
             ]
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -312,7 +326,7 @@ def main() -> int:
             if proc.poll() is None:
                 proc.kill()
     summary = {
-        "mode": "stack" if args.stack else "simulated-generation",
+        "mode": "stack" if args.stack else f"simulated-generation, {args.embedder} embeddings",
         "concurrency": args.concurrency,
         "stream": args.stream,
         "throughput_rps": round(len(results) / elapsed, 2),

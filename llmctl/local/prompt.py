@@ -9,7 +9,10 @@ SmolLM2 and most small instruct models use it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,12 +30,28 @@ def gguf_chat_template(path: str) -> str | None:
     try:
         from llama_cpp import Llama
 
-        llm = Llama(model_path=path, vocab_only=True, verbose=False)
-        template = llm.metadata.get("tokenizer.chat_template")
-        llm.close()
+        # llama.cpp writes warnings to file descriptor 2 itself, whatever verbose says; an
+        # operator running `llmctl up` should not see "n_ctx_train (0)" for a metadata read.
+        with _quiet_fd2():
+            llm = Llama(model_path=path, vocab_only=True, verbose=False)
+            template = llm.metadata.get("tokenizer.chat_template")
+            llm.close()
         return template or None
     except Exception:
         return None
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def format_chat(

@@ -14,9 +14,12 @@ because every ACL entry was validated with the same pattern at ingest, so droppi
 nothing but the risk.
 
 Indexes (measured in ../shared/FACTS.md and ``benchmarks/retrieval_search.py``): a LABEL_LIST
-scalar index on ``acl`` makes the prefilter cheap; an IVF_HNSW_SQ vector index makes the ranking
+scalar index on ``acl`` makes the prefilter cheap; an IVF_FLAT vector index makes the ranking
 cheap but approximate, so it is built only above ``VECTOR_INDEX_MIN_ROWS`` (a policy corpus of
-a few thousand chunks is searched exactly in milliseconds).
+a few thousand chunks is searched exactly in milliseconds). IVF_FLAT keeps full vectors inside
+each partition: on 100,000 filtered chunks it measured recall@5 1.000 against exact search at
+p95 ~10 ms, where IVF_HNSW_SQ reached 0.976 and IVF_PQ 0.958 at similar latency, and it builds
+three times faster than IVF_HNSW_SQ.
 """
 
 from __future__ import annotations
@@ -324,13 +327,13 @@ class ChunkIndex:
             self._table.create_index("acl", config=LabelList())
             done.append("acl: LABEL_LIST index")
         if n >= vector_min_rows and "vector" not in have:
-            from lancedb.index import IvfHnswSq
+            from lancedb.index import IvfFlat
 
-            config = IvfHnswSq(
+            config = IvfFlat(
                 distance_type="cosine", num_partitions=num_partitions or max(1, int(np.sqrt(n) / 2))
             )
             self._table.create_index("vector", config=config)
-            done.append("vector: IVF_HNSW_SQ index")
+            done.append("vector: IVF_FLAT index")
         if have and not done:
             self._table.optimize()
             done.append("indexes updated")

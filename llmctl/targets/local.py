@@ -199,11 +199,16 @@ class LocalTarget:
         if rec is None:
             return {}
         p = rec.ports
-        return {
+        endpoints = {
             "triton_http": f"http://127.0.0.1:{p['http']}",
             "triton_grpc": f"127.0.0.1:{p['grpc']}",
             "triton_metrics": f"http://127.0.0.1:{p['metrics']}/metrics",
         }
+        # the other components (the gateway: what people and load tests call) by their names
+        for other in self.supervisor.records():
+            if other.name != TRITON and "http" in other.ports:
+                endpoints[other.name] = f"http://127.0.0.1:{other.ports['http']}"
+        return endpoints
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
