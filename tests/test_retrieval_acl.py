@@ -124,6 +124,20 @@ def test_indexed_and_unindexed_search_agree_on_acl(tmp_path: Path) -> None:
     assert before == after
 
 
+def test_vector_index_keeps_the_acl_prefilter(tmp_path: Path) -> None:
+    """With the IVF vector index built, a caller still sees only readable chunks, k of them."""
+    acls = [[GROUPS[i % len(GROUPS)]] for i in range(300)]
+    index, vectors = _index(tmp_path, acls, 4, seed=6)
+    done = index.ensure_indexes(scalar_min_rows=1, vector_min_rows=1, num_partitions=4)
+    assert "vector: IVF_FLAT index" in done
+    caller = ["finance"]
+    readable = {f"d{i}" for i, acl in enumerate(acls) if set(acl) & set(caller)}
+    for q in range(0, len(vectors), 97):
+        hits = index.search(vectors[q], caller, top_k=8)
+        assert len(hits) == 8
+        assert {h.doc_id for h in hits} <= readable
+
+
 _acl = st.lists(st.sampled_from(GROUPS), min_size=1, max_size=3, unique=True)
 
 
