@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 # The wheel's stub embeds an interpreter that ignores PYTHONPATH; llmctl passes the packages this
 # model needs in LLMCTL_STUB_PYTHONPATH (see llmctl.local.tritonserver.build_env).
@@ -33,6 +34,8 @@ for _path in reversed(os.environ.get("LLMCTL_STUB_PYTHONPATH", "").split(os.path
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+
+CANCEL_CHECK_S = 0.1  # a cancelled request stops within about this long
 
 
 def _param(config: dict, key: str, default: str | None = None) -> str:
@@ -132,10 +135,15 @@ class TritonPythonModel:
 
         is_cancelled = getattr(request, "is_cancelled", lambda: False)
         pieces: list[str] = []
+        # is_cancelled() is a round trip to the server process; asking on every token cost ~10%
+        # of streaming throughput on two cores, so ask at most every CANCEL_CHECK_S.
+        next_check = time.monotonic() + CANCEL_CHECK_S
         for chunk in self.llm.create_completion(prompts[0], **kwargs):
             delta = chunk["choices"][0]["text"]
-            if is_cancelled():
-                break
+            if time.monotonic() >= next_check:
+                if is_cancelled():
+                    break
+                next_check = time.monotonic() + CANCEL_CHECK_S
             if not delta:
                 continue
             if stream:
