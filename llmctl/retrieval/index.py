@@ -145,6 +145,9 @@ class ChunkIndex:
     # -- opening ---------------------------------------------------------------------------
     @staticmethod
     def _connect(directory: Path, refresh_s: float | None = None) -> Any:
+        # Lance's Rust logger prints WARN lines (such as "No existing dataset ... will be
+        # created" on the first ingest) straight to the terminal; failures still raise.
+        os.environ.setdefault("LANCEDB_LOG", "error")
         try:
             import lancedb
         except ImportError as exc:
