@@ -57,12 +57,13 @@ def _tiny_checkpoint() -> Path | None:
         return None
 
 
+NO_TRTLLM = "tensorrt_llm is not installed (a TensorRT-LLM build needs an NVIDIA GPU machine)"
+
+
 def test_build_a_tiny_engine_for_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     version = trtllm.available()
     if version is None:
-        pytest.skip(
-            reason="tensorrt_llm is not installed (a TensorRT-LLM build needs an NVIDIA GPU machine)"
-        )
+        pytest.skip(reason=NO_TRTLLM)
     gpu = _gpu()
     if gpu is None:
         pytest.skip(reason="no NVIDIA GPU from the catalogue found by nvidia-smi")

@@ -127,6 +127,20 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _dead(rec: ComponentRecord) -> ComponentHealth:
+    """The health of a component whose process is gone (reaped, so no zombie is left)."""
+    _reap(rec.pid)
+    return ComponentHealth(
+        rec.name,
+        "dead",
+        rec.pid,
+        None,
+        rec.ports,
+        rec.log_file,
+        f"process {rec.pid} is gone; see {rec.log_file}",
+    )
+
+
 def probe(url: str, timeout_s: float = 2.0) -> tuple[str, str]:
     """("healthy"|"unhealthy"|"hung"|"down", detail) for one GET."""
     try:
@@ -286,16 +300,7 @@ class Supervisor:
         if rec is None:
             return ComponentHealth(name, "stopped", None, None, {}, None)
         if not pid_alive(rec.pid, rec.start_ticks):
-            _reap(rec.pid)
-            return ComponentHealth(
-                name,
-                "dead",
-                rec.pid,
-                None,
-                rec.ports,
-                rec.log_file,
-                f"process {rec.pid} is gone; see {rec.log_file}",
-            )
+            return _dead(rec)
         stat = _proc_stat(rec.pid)
         if stat and stat[0] == "T":
             return ComponentHealth(
@@ -310,16 +315,7 @@ class Supervisor:
         state, detail = probe(rec.health_url, timeout_s=timeout_s)
         if state == "down":
             if not pid_alive(rec.pid, rec.start_ticks):  # it died while we asked
-                _reap(rec.pid)
-                return ComponentHealth(
-                    name,
-                    "dead",
-                    rec.pid,
-                    None,
-                    rec.ports,
-                    rec.log_file,
-                    f"process {rec.pid} is gone; see {rec.log_file}",
-                )
+                return _dead(rec)
             state = "unhealthy"
         return ComponentHealth(
             name, state, rec.pid, time.time() - rec.started_at, rec.ports, rec.log_file, detail
