@@ -40,10 +40,13 @@ def bench_spec(threads: int, gguf: Path | None = None, embedder: bool = True) ->
 
 
 @contextlib.contextmanager
-def running_stack(spec: LocalStackSpec, grpc: str | None) -> Iterator[str]:
-    """Yield a Triton gRPC address: the given one, or a private stack started (and stopped) here."""
-    if grpc:
-        yield grpc
+def running_stack(
+    spec: LocalStackSpec, given: str | None, endpoint: str = "triton_grpc"
+) -> Iterator[str]:
+    """Yield a Triton address (``endpoint`` of ``LocalTarget.endpoints()``): the given one, or
+    that of a private stack started (and stopped) here."""
+    if given:
+        yield given
         return
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -51,6 +54,6 @@ def running_stack(spec: LocalStackSpec, grpc: str | None) -> Iterator[str]:
         target = LocalTarget(spec, home=home, cache=cache)
         try:
             target.apply(smoke=False)
-            yield target.endpoints()["triton_grpc"]
+            yield target.endpoints()[endpoint]
         finally:
             target.destroy()
