@@ -128,6 +128,7 @@ def test_vector_index_keeps_the_acl_prefilter(tmp_path: Path) -> None:
     """With the IVF vector index built, a caller still sees only readable chunks, k of them."""
     acls = [[GROUPS[i % len(GROUPS)]] for i in range(300)]
     index, vectors = _index(tmp_path, acls, 4, seed=6)
+    index.resident_max_rows = 0  # ask LanceDB, whose IVF index this test is about
     done = index.ensure_indexes(scalar_min_rows=1, vector_min_rows=1, num_partitions=4)
     assert "vector: IVF_FLAT index" in done
     caller = ["finance"]
@@ -164,7 +165,10 @@ def test_prefilter_property(
     index, vectors = _index(tmp_path_factory.mktemp("idx"), doc_acls, chunks_per_doc, seed)
     # query with the vector of some chunk, often one the caller cannot read
     q = vectors[min(query_doc, len(doc_acls) - 1) * chunks_per_doc]
-    hits = index.search(q, caller, top_k=top_k)
+    hits = index.search(q, caller, top_k=top_k)  # the in-memory search of a small index
+    lance = index.search(q, caller, top_k=top_k, exact=True)  # LanceDB's own prefilter
+    assert [h.chunk_id for h in hits] == [h.chunk_id for h in lance]
+    assert [round(h.score, 4) for h in hits] == [round(h.score, 4) for h in lance]
 
     readable = {f"d{i}" for i, acl in enumerate(doc_acls) if set(acl) & set(caller)}
     assert all(h.doc_id in readable for h in hits)
@@ -176,3 +180,20 @@ def test_prefilter_property(
     order = [ids[i] for i in np.argsort(-sims, kind="stable") if ids[i].split("#")[0] in readable]
     expected_scores = sorted((float(sims[ids.index(c)]) for c in order[:top_k]), reverse=True)
     assert [round(h.score, 4) for h in hits] == [round(s, 4) for s in expected_scores]
+
+
+def test_in_memory_search_follows_new_versions_and_size_limit(tmp_path: Path) -> None:
+    """A reader's in-memory copy is replaced when the table changes, and big tables use LanceDB."""
+    acls = [["all-employees"], ["finance"]]
+    index, vectors = _index(tmp_path, acls, 3, seed=7)
+    reader = ChunkIndex.open(tmp_path, refresh_s=0)
+    assert [h.doc_id for h in reader.search(vectors[3], ["finance"], top_k=1)] == ["d1"]
+    # re-ACL d1 to hr-admins: the finance caller must lose it at once, the hr-admin gain it
+    rows = _rows([["all-employees"], ["hr-admins"]], 3)[3:]
+    index.replace_documents(rows_to_table(rows, vectors[3:], DIM), ["d1"])
+    assert reader.search(vectors[3], ["finance"], top_k=3) == []
+    assert [h.doc_id for h in reader.search(vectors[3], ["hr-admins"], top_k=1)] == ["d1"]
+    reader.resident_max_rows = 6  # the table has 6 rows: too big to hold, LanceDB answers
+    reader._resident = (-1, None)
+    assert [h.doc_id for h in reader.search(vectors[3], ["hr-admins"], top_k=1)] == ["d1"]
+    assert reader._resident[1] is None
