@@ -144,14 +144,23 @@ def _stack(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 
 async def _load(
-    url: str, headers: dict[str, str], requests: int, concurrency: int, stream: bool
+    url: str,
+    headers: dict[str, str],
+    requests: int,
+    concurrency: int,
+    stream: bool,
+    ramp_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     counter = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
 
-        async def worker() -> None:
+        async def worker(n: int) -> None:
+            # Users arrive over ramp_s (Locust's spawn rate), not all in the same millisecond:
+            # with equal answer lengths, simultaneous starts stay in lockstep and every question
+            # of a round reaches the embedder at once.
+            await asyncio.sleep(ramp_s * n / concurrency)
             for i in counter:
                 payload = {"question": QUESTIONS[i % len(QUESTIONS)], "stream": stream}
                 t = time.perf_counter()
@@ -174,7 +183,7 @@ async def _load(
                     }
                 )
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
     return results
 
 
@@ -224,6 +233,9 @@ def main() -> int:
         help="simulated mode: question embeddings by Triton (as in production) or in-process",
     )
     p.add_argument("--embed-threads", type=int, default=1, help="--embedder inprocess: threads")
+    p.add_argument(
+        "--ramp-s", type=float, default=0.0, help="start the workers evenly over this many seconds"
+    )
     p.add_argument("--stream", action="store_true", help="use server-sent events")
     p.add_argument("--json", action="store_true", help="print the summary as JSON only")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -317,7 +329,9 @@ def main() -> int:
             headers = {"Authorization": f"Bearer {bearer}"}
             asyncio.run(_load(url, headers, args.warmup, args.concurrency, args.stream))
             started = time.perf_counter()
-            results = asyncio.run(_load(url, headers, args.requests, args.concurrency, args.stream))
+            results = asyncio.run(
+                _load(url, headers, args.requests, args.concurrency, args.stream, args.ramp_s)
+            )
             elapsed = time.perf_counter() - started
         finally:
             proc.terminate()

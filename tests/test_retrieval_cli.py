@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -94,6 +95,14 @@ def test_triton_embedder_matches_in_process_and_ingests(local_stack, tmp_path: P
         np.testing.assert_allclose(np.linalg.norm(remote, axis=1), 1.0, atol=1e-4)
         local = InProcessEmbedder().embed(texts)
         assert float(np.min(np.sum(remote * local, axis=1))) > 0.999
+
+        async def from_a_loop() -> np.ndarray:  # the gateway's path: aio client, no thread
+            try:
+                return await emb.aembed(texts[:70:7])
+            finally:
+                await emb.aclose()
+
+        np.testing.assert_allclose(asyncio.run(from_a_loop()), remote[:70:7], atol=1e-5)
 
         read = read_sources([SourceSpec("hr-policy", CORPUS, sensitivity="confidential")])
         report = ingest_documents(read, emb, tmp_path / "index")

@@ -282,9 +282,13 @@ class _Gateway:
         t = time.perf_counter()
         try:
             with anyio.fail_after(self.config.limits.retrieval_timeout_s):
-                hits = await run_in_threadpool(
-                    self.retriever.search, req.question, req.principal.groups, top_k
-                )
+                asearch = getattr(self.retriever, "asearch", None)
+                if asearch is not None:
+                    hits = await asearch(req.question, req.principal.groups, top_k)
+                else:
+                    hits = await run_in_threadpool(
+                        self.retriever.search, req.question, req.principal.groups, top_k
+                    )
         except TimeoutError:
             raise _Refusal(504, "timeout", "retrieval timed out") from None
         except BackendUnavailable as exc:
@@ -403,6 +407,10 @@ def create_app(
         yield
         with contextlib.suppress(Exception):
             await gw.llm.aclose()
+        close = getattr(gw.retriever, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
         gw.audit.close()
 
     app = FastAPI(

@@ -155,6 +155,26 @@ class IndexRetriever:
                         ) from exc
         return self._index
 
+    async def asearch(self, question: str, groups: Sequence[str], top_k: int) -> list[Any]:
+        """``search`` for the event loop: the question is embedded without a thread when the
+        embedder can (``aembed``); opening the index and searching it stay in worker threads."""
+        import anyio
+
+        aembed = getattr(self._embedder, "aembed", None)
+        if aembed is None:
+            return await anyio.to_thread.run_sync(self.search, question, groups, top_k)
+        index = self._index or await anyio.to_thread.run_sync(self._get_index)
+        try:
+            vectors = await aembed([question])
+        except Exception as exc:
+            raise BackendUnavailable(f"embedder: {type(exc).__name__}: {exc}") from exc
+        return list(await anyio.to_thread.run_sync(index.search, vectors[0], list(groups), top_k))
+
+    async def aclose(self) -> None:
+        close = getattr(self._embedder, "aclose", None)
+        if close is not None:
+            await close()
+
     def search(self, question: str, groups: Sequence[str], top_k: int) -> list[Any]:
         index = self._get_index()
         try:

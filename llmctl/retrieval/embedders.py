@@ -72,6 +72,8 @@ class TritonEmbedder:
         self._clients: list[Any] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._aclient: Any = None  # tritonclient.grpc.aio client of the loop below
+        self._aclient_loop: Any = None
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -112,6 +114,34 @@ class TritonEmbedder:
                 "does retrieval.embedding.dimensions match the served model?"
             )
         return out
+
+    async def aembed(self, texts: list[str]) -> np.ndarray:
+        """``embed`` from an event loop (the gateway's questions): no thread, one shared channel."""
+        import asyncio
+
+        from llmctl.local.triton_client import _address, aembed
+
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient_loop is not loop:
+            import tritonclient.grpc.aio as grpc_aio
+
+            self._aclient = grpc_aio.InferenceServerClient(url=_address(self.url))
+            self._aclient_loop = loop
+        batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        parts = await asyncio.gather(
+            *(aembed(self._aclient, b, timeout_s=self.timeout_s) for b in batches)
+        )
+        out = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+        if out.shape != (len(texts), self.dim):
+            raise StackError(
+                f"embedder returned shape {out.shape}, expected ({len(texts)}, {self.dim})"
+            )
+        return out
+
+    async def aclose(self) -> None:
+        if self._aclient is not None:
+            client, self._aclient = self._aclient, None
+            await client.close()
 
     def ready(self) -> tuple[bool, str]:
         """(ready, why not): used by the gateway's readiness probe."""
