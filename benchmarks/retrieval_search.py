@@ -143,7 +143,8 @@ def main() -> None:
         times, exact_flat = timed(index, qs[: args.flat_queries], groups, args.top_k, exact=True)
         report("no index (exact)", times)
         if args.rows < VECTOR_INDEX_MIN_ROWS:
-            times, resident = timed(index, qs[: args.flat_queries], groups, args.top_k)
+            reader = ChunkIndex.open(tmp)  # opened as the gateway opens it
+            times, resident = timed(reader, qs[: args.flat_queries], groups, args.top_k)
             report("in memory (as the gateway)", times)
             assert resident == exact_flat, "the in-memory search differs from LanceDB's"
 
