@@ -53,7 +53,11 @@ def pipeline_modules(model_dir: Path) -> list[str]:
     try:
         modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise BuildError(f"{model_dir} is not a sentence-transformers model folder: {exc}") from exc
+        why = "no modules.json" if isinstance(exc, FileNotFoundError) else f"modules.json: {exc}"
+        raise BuildError(
+            f"{model_dir} is not a sentence-transformers model folder ({why}); point "
+            "retrieval.embedding.model at one (a folder saved by SentenceTransformer.save)"
+        ) from exc
     return [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
 
 
