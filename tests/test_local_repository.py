@@ -69,6 +69,14 @@ def test_build_then_rebuild_does_nothing(tmp_path, fake_models):
         p.name for p in version.iterdir()
     }
     assert embedder.manifest["export"]["min_cosine_vs_sentence_transformers"] >= 0.9999
+    # the in-process baseline of the benchmarks runs that same version folder
+    from llmctl.retrieval.embedders import InProcessEmbedder, OnnxEmbedder
+
+    texts = ["How long must a password be?", "word " * 300, ""]
+    served = OnnxEmbedder(version, threads=1).embed(texts)
+    reference = InProcessEmbedder(threads=1).embed(texts)
+    assert served.shape == (3, 384)
+    assert float((served * reference).sum(axis=1).min()) > 0.9999
     second = repo.build(spec)
     assert not any(b.built for b in second)
     assert [b.key for b in second] == [b.key for b in first]

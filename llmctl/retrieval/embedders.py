@@ -229,7 +229,7 @@ class OnnxEmbedder:
         export_dir: str | Path,
         *,
         model_id: str = DEFAULT_MODEL_ID,
-        batch_size: int = 64,
+        batch_size: int = 16,  # as EmbedderSpec.encode_batch_size (measured best on CPU)
         threads: int | None = None,
     ) -> None:
         import json
