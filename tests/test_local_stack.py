@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import urllib.request
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -116,9 +117,7 @@ def test_reload_of_a_changed_model_only(local_stack, stack_dirs):
     before = {m.name: m.key for m in target.status().models}
     base = full_spec()
     changed = base.with_changes(
-        embedder=base.embedder.__class__(
-            **{**base.embedder.__dict__, "max_queue_delay_us": base.embedder.max_queue_delay_us + 1}
-        )
+        embedder=replace(base.embedder, max_queue_delay_us=base.embedder.max_queue_delay_us + 1)
     )
     other = make_target(changed, stack_dirs)
     try:
@@ -149,11 +148,7 @@ def test_both_embedder_runtimes_serve_the_same_vectors(local_stack, stack_dirs):
     texts = ["How long must a password be?", "  padded  ", "x " * 400]
     onnx = triton_client.embed(_grpc(target), texts)
     base = full_spec()
-    torch_spec = base.with_changes(
-        embedder=base.embedder.__class__(
-            **{**base.embedder.__dict__, "runtime": "sentence-transformers"}
-        )
-    )
+    torch_spec = base.with_changes(embedder=replace(base.embedder, runtime="sentence-transformers"))
     other = make_target(torch_spec, stack_dirs)
     try:
         assert other.apply().loaded == ("embedder",)

@@ -97,23 +97,29 @@ class TritonEmbedder:
             timeout_s=self.timeout_s,
         )
 
+    def _batches(self, texts: list[str]) -> list[list[str]]:
+        return [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+
+    def _joined(self, parts: Sequence[np.ndarray], n: int) -> np.ndarray:
+        out = np.concatenate(parts).astype(np.float32, copy=False)
+        if out.shape != (n, self.dim):
+            raise StackError(
+                f"embedder returned shape {out.shape}, expected ({n}, {self.dim}); "
+                "does retrieval.embedding.dimensions match the served model?"
+            )
+        return out
+
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        batches = self._batches(texts)
         if len(batches) == 1:
             parts = [self._embed_batch(batches[0])]
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="embed")
             parts = list(self._pool.map(self._embed_batch, batches))
-        out = np.concatenate(parts).astype(np.float32, copy=False)
-        if out.shape != (len(texts), self.dim):
-            raise StackError(
-                f"embedder returned shape {out.shape}, expected ({len(texts)}, {self.dim}); "
-                "does retrieval.embedding.dimensions match the served model?"
-            )
-        return out
+        return self._joined(parts, len(texts))
 
     async def aembed(self, texts: list[str]) -> np.ndarray:
         """``embed`` from an event loop (the gateway's questions): no thread, one shared channel."""
@@ -127,16 +133,12 @@ class TritonEmbedder:
 
             self._aclient = grpc_aio.InferenceServerClient(url=_address(self.url))
             self._aclient_loop = loop
-        batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         parts = await asyncio.gather(
-            *(aembed(self._aclient, b, timeout_s=self.timeout_s) for b in batches)
+            *(aembed(self._aclient, b, timeout_s=self.timeout_s) for b in self._batches(texts))
         )
-        out = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
-        if out.shape != (len(texts), self.dim):
-            raise StackError(
-                f"embedder returned shape {out.shape}, expected ({len(texts)}, {self.dim})"
-            )
-        return out
+        return self._joined(parts, len(texts))
 
     async def aclose(self) -> None:
         if self._aclient is not None:

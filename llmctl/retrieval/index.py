@@ -49,6 +49,7 @@ import numpy as np
 
 from llmctl.errors import LlmctlError
 from llmctl.retrieval.documents import GROUP_PATTERN
+from llmctl.retrieval.embedders import l2_normalise
 
 TABLE = "chunks"
 MANIFEST = "manifest.json"
@@ -154,9 +155,7 @@ class _Resident:
     def __init__(self, table: Any, dim: int) -> None:
         n = table.num_rows
         flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = np.asarray(flat, dtype=np.float32).reshape(n, dim)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.vectors = vectors / np.where(norms == 0, 1.0, norms)
+        self.vectors = l2_normalise(np.asarray(flat, dtype=np.float32).reshape(n, dim))
         self.fields = table.drop(["vector"]).combine_chunks()
         masks: dict[str, np.ndarray] = {}
         for i, acl in enumerate(self.fields.column("acl").to_pylist()):
