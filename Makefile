@@ -1,7 +1,7 @@
 # llmctl: two commands do everything on a fresh Debian/Ubuntu x86-64 machine with Python 3.11.
 #   make demo   the main job on the local target (creates .venv, installs, runs; stack stays up)
 #   make test   lint and the whole test suite (creates .venv, installs, runs)
-# Installs are stamped, so a second run only re-installs when pyproject.toml changed.
+# Installs are stamped, so a second run only re-installs when pyproject.toml or setup.py changed.
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -12,9 +12,17 @@ PIP := $(PY) -m pip
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 DEMO_BLUEPRINT ?= blueprints/hr-policy-assistant.yaml
 # llama-cpp-python compiles llama.cpp from source: build only the library the local target uses
-# (no multimodal library), with both cores. pip caches the built wheel.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# (no multimodal library), with both cores, for a portable AVX2 baseline instead of -march=native:
+# a native build on a CPU with AMX (Sapphire Rapids) takes ggml's AMX path, which dies with a
+# general protection fault on the first chat-template prompt in VMs that do not grant AMX tiles.
+# The wheel is built once into .whl/ (pip's own cache ignores CMAKE_ARGS, so it could hand back a
+# native build) and installed from there; the wheel test installs the same file.
+LLAMA_PIN := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_WHEELS := .whl/llama-cpp-avx2
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+# appended to the machine's own find-links (where a local torch wheel may live), never replacing them
+export PIP_FIND_LINKS := $(strip $(PIP_FIND_LINKS) $(CURDIR)/$(LLAMA_WHEELS))
 
 .PHONY: demo demo-plan down test test-fast test-stack lint format install-dev install-demo clean bench
 
@@ -23,11 +31,18 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_FLAGS) -q --upgrade pip setuptools wheel
 
-$(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
+$(LLAMA_WHEELS)/.stamp: pyproject.toml | $(VENV)/bin/python
+	rm -rf $(LLAMA_WHEELS)
+	$(PIP) wheel $(PIP_FLAGS) --no-deps --no-cache-dir -w $(LLAMA_WHEELS) '$(LLAMA_PIN)'
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml setup.py $(LLAMA_WHEELS)/.stamp | $(VENV)/bin/python
+	$(PIP) install $(PIP_FLAGS) --no-index --force-reinstall --no-deps $(LLAMA_WHEELS)/*.whl
 	$(PIP) install $(PIP_FLAGS) -e '.[dev,local,k8s,gates]'
 	@touch $@
 
-$(VENV)/.stamp-demo: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.stamp-demo: pyproject.toml setup.py $(LLAMA_WHEELS)/.stamp | $(VENV)/bin/python
+	$(PIP) install $(PIP_FLAGS) --no-index --force-reinstall --no-deps $(LLAMA_WHEELS)/*.whl
 	$(PIP) install $(PIP_FLAGS) -e '.[local,gates,k8s]'
 	@touch $@
 

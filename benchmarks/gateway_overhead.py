@@ -40,8 +40,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -145,16 +143,19 @@ def _stack(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 async def _load(
     url: str,
-    headers: dict[str, str],
+    bearer: str,
     requests: int,
     concurrency: int,
     stream: bool,
     ramp_s: float = 0.0,
 ) -> list[dict[str, Any]]:
+    from llmctl.gateway.client import AsyncGatewayClient
+
     results: list[dict[str, Any]] = []
     counter = iter(range(requests))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+    async with AsyncGatewayClient(
+        url, bearer, timeout=300, connect_timeout=300, max_connections=concurrency
+    ) as client:
 
         async def worker(n: int) -> None:
             # Users arrive over ramp_s (Locust's spawn rate), not all in the same millisecond:
@@ -162,24 +163,19 @@ async def _load(
             # of a round reaches the embedder at once.
             await asyncio.sleep(ramp_s * n / concurrency)
             for i in counter:
-                payload = {"question": QUESTIONS[i % len(QUESTIONS)], "stream": stream}
                 t = time.perf_counter()
-                r = await client.post("/v1/ask", json=payload, headers=headers)
+                # streamed, the body is the closing event: the same result as a JSON answer
+                r = await client.ask(QUESTIONS[i % len(QUESTIONS)], stream=stream)
                 wall = (time.perf_counter() - t) * 1e3
-                if r.status_code != 200:
-                    results.append({"status": r.status_code})
+                if r.status != 200:
+                    results.append({"status": r.status})
                     continue
-                body = (
-                    r.json()
-                    if not stream
-                    else json.loads(r.text.strip().split("\n\n")[-1].split("data: ", 1)[1])
-                )
                 results.append(
                     {
                         "status": 200,
                         "client_ms": wall,
-                        "outcome": body["outcome"],
-                        **body["timings"],
+                        "outcome": r.body.get("outcome"),
+                        **r.body.get("timings", {}),  # none in an error event: not "answered"
                     }
                 )
 
@@ -326,11 +322,10 @@ def main() -> int:
                 time.sleep(0.05)
             url = f"http://127.0.0.1:{json.loads(ready.read_text())['port']}"
             bearer = token(state, "bench", ["hr", "finance", "staff"], ttl_s=7200)
-            headers = {"Authorization": f"Bearer {bearer}"}
-            asyncio.run(_load(url, headers, args.warmup, args.concurrency, args.stream))
+            asyncio.run(_load(url, bearer, args.warmup, args.concurrency, args.stream))
             started = time.perf_counter()
             results = asyncio.run(
-                _load(url, headers, args.requests, args.concurrency, args.stream, args.ramp_s)
+                _load(url, bearer, args.requests, args.concurrency, args.stream, args.ramp_s)
             )
             elapsed = time.perf_counter() - started
         finally:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from local_common import bench_spec, common_args, running_stack
 
-from llmctl.local import triton_client
+from llmctl import triton_client
 
 WORDS = (
     "employee vacation policy request approval manager days leave public holiday carry over "

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import httpx
 from local_common import bench_spec, common_args, running_stack
 
-from llmctl.local import triton_client
+from llmctl import triton_client
 from llmctl.local.prompt import format_chat
 
 QUESTIONS = [

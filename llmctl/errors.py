@@ -29,5 +29,10 @@ class StackError(LlmctlError):
     """A target failed to start, report or stop its components."""
 
 
-class GateFailed(LlmctlError):
-    """A verify gate failed; not a crash, but exit code 1."""
+class BackendUnavailable(Exception):
+    """Triton or the index cannot serve right now (the gateway answers 503). The message names
+    the component only, never a prompt or an answer."""
+
+
+class BackendTimeout(Exception):
+    """Triton or the index did not answer within its timeout (the gateway answers 504)."""

@@ -55,6 +55,8 @@ network:
 targets:
   local:
     type: local
+    gates:                   # this machine's CPU stand-in model: real gates, looser numbers
+      load: {{users: 2, spawnRate: 2, durationS: 20, p95LatencyMs: 60000, p95TtftMs: 30000, maxErrorRate: 0.01}}
 """
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 from locust import HttpUser, between, task
 
+from llmctl.gateway.client import ask_payload, parse_sse
+
 _SEQ = itertools.count()
 
 
@@ -43,23 +45,6 @@ def _spec_from_env(environment: Any) -> Any:
     environment.llmctl_spec = spec
     environment.llmctl_responses = []
     return spec
-
-
-def parse_sse(lines: Any) -> Any:
-    """Yield ``(event, data)`` from an iterator of SSE lines (bytes or str)."""
-    event, data = None, []
-    for raw in lines:
-        line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-    if data:
-        yield event, "\n".join(data)
 
 
 class GatewayUser(HttpUser):
@@ -95,7 +80,7 @@ class GatewayUser(HttpUser):
     def ask(self) -> None:
         q = self.rng.choice(self.questions)
         headers = {"Authorization": f"Bearer {self.identity.token}"}
-        body = {"question": q["question"], "stream": True}
+        body = ask_payload(q["question"], stream=True)
         started = time.perf_counter()
         record: dict[str, Any] = {
             "source": "load",
@@ -124,13 +109,13 @@ class GatewayUser(HttpUser):
                     error = RuntimeError(f"HTTP {resp.status_code}")
                     resp.failure(error)
                 else:
-                    for event, data in parse_sse(resp.iter_lines()):
-                        if event == "delta":
+                    for sse in parse_sse(resp.iter_lines()):
+                        if sse.event == "delta":
                             deltas.append(time.perf_counter())
-                        elif event == "final":
-                            final = json.loads(data)
-                        elif event == "error":
-                            error = RuntimeError(f"stream error: {data[:120]}")
+                        elif sse.event == "final":
+                            final = sse.data
+                        elif sse.event == "error":
+                            error = RuntimeError(f"stream error: {json.dumps(sse.data)[:120]}")
                     if error is None and final is None:
                         error = RuntimeError("stream ended without a final event")
                     if error is not None:

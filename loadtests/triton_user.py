@@ -10,14 +10,13 @@ retrieved sources, so it is shorter than the gateway's: the difference is retrie
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import time
 from typing import Any
 
 from locust import HttpUser, between, task
 
-from loadtests.gateway_user import parse_sse
+from llmctl.gateway.client import parse_sse
 
 _SEQ = itertools.count()
 FRAME = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
@@ -77,8 +76,8 @@ class TritonUser(HttpUser):
                 if resp.status_code != 200:
                     error = RuntimeError(f"HTTP {resp.status_code}")
                 else:
-                    for _event, data in parse_sse(resp.iter_lines()):
-                        doc = json.loads(data or "{}")
+                    for sse in parse_sse(resp.iter_lines()):
+                        doc = sse.data if isinstance(sse.data, dict) else {}
                         if "error" in doc:
                             error = RuntimeError(str(doc["error"])[:120])
                             break

@@ -6,6 +6,6 @@ resolve a spec (and fail clearly) before the heavy SDKs load; ``stacks.program``
 
 from __future__ import annotations
 
-from stacks.spec import StackSpec, spec_from_blueprint
+from .spec import StackSpec, spec_from_blueprint
 
 __all__ = ["StackSpec", "spec_from_blueprint"]

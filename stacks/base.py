@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 
-from stacks.spec import StackSpec
+from .spec import StackSpec
 
 LABEL_PREFIX = "llmctl.dev"
 #: Label values are at most 63 characters: labels carry a prefix of each hash, annotations all of it.
@@ -127,6 +127,31 @@ def resources(
 def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     """A writable /tmp for containers whose root file system is read-only."""
     return {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, {"name": "tmp", "mountPath": "/tmp"}
+
+
+def rolling_deployment_spec(
+    *,
+    replicas: int,
+    selector: dict[str, str],
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    pod_spec: dict[str, Any],
+) -> dict[str, Any]:
+    """A Deployment spec that rolls one pod at a time and never below ``replicas``: a new pod
+    must be ready before an old one goes (GPUs are the scarce thing; gateways hold streams)."""
+    return {
+        "replicas": replicas,
+        "revisionHistoryLimit": 5,
+        "selector": {"matchLabels": selector},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "template": {
+            "metadata": {"labels": labels, "annotations": annotations},
+            "spec": pod_spec,
+        },
+    }
 
 
 def child(

@@ -13,9 +13,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks import base
-from stacks.inference import disruption, pvc_spec
-from stacks.spec import GATEWAY_PORT, STATE_DIR, StackSpec
+from . import base
+from .inference import disruption, pvc_spec
+from .spec import GATEWAY_PORT, STATE_DIR, StackSpec
 
 COMPONENT = "gateway"
 CONFIG_DIR = "/etc/llmctl"
@@ -159,25 +159,16 @@ class Gateway(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             name,
             metadata=base.metadata(spec, name, COMPONENT, engine=True, index=True),
-            spec={
-                "replicas": spec.gateway_replicas,
-                "revisionHistoryLimit": 5,
-                "selector": {"matchLabels": base.selector(spec, COMPONENT)},
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            spec=base.rolling_deployment_spec(
+                replicas=spec.gateway_replicas,
+                selector=base.selector(spec, COMPONENT),
+                labels=base.labels(spec, COMPONENT, engine=True, index=True),
+                annotations={
+                    **base.annotations(spec, engine=True, index=True),
+                    "llmctl.dev/config-hash": config_hash,
                 },
-                "template": {
-                    "metadata": {
-                        "labels": base.labels(spec, COMPONENT, engine=True, index=True),
-                        "annotations": {
-                            **base.annotations(spec, engine=True, index=True),
-                            "llmctl.dev/config-hash": config_hash,
-                        },
-                    },
-                    "spec": gateway_pod_spec(spec, name),
-                },
-            },
+                pod_spec=gateway_pod_spec(spec, name),
+            ),
             opts=base.child(self, deps),
         )
         self.service = k8s.core.v1.Service(

@@ -13,8 +13,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks import base
-from stacks.spec import FETCH_IMAGE, MODELS_DIR, TRITON_GRPC, TRITON_HTTP, TRITON_METRICS, StackSpec
+from . import base
+from .spec import FETCH_IMAGE, MODELS_DIR, TRITON_GRPC, TRITON_HTTP, TRITON_METRICS, StackSpec
 
 COMPONENT = "triton"
 #: Startup may take failure_threshold x period = 180 x 10 s = 30 minutes.
@@ -186,23 +186,13 @@ class Inference(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             name,
             metadata=base.metadata(spec, name, COMPONENT, engine=True),
-            spec={
-                "replicas": spec.replicas_min,
-                "revisionHistoryLimit": 5,
-                "selector": {"matchLabels": base.selector(spec, COMPONENT)},
-                # A new pod must be ready before an old one goes: GPUs are the scarce thing.
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-                },
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": base.annotations(spec, engine=True),
-                    },
-                    "spec": triton_pod_spec(spec),
-                },
-            },
+            spec=base.rolling_deployment_spec(
+                replicas=spec.replicas_min,
+                selector=base.selector(spec, COMPONENT),
+                labels=labels,
+                annotations=base.annotations(spec, engine=True),
+                pod_spec=triton_pod_spec(spec),
+            ),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=deps,

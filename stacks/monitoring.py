@@ -8,8 +8,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks import base
-from stacks.spec import StackSpec
+from . import base
+from .spec import StackSpec
 
 #: Series the dashboard reads. Gateway names come from llmctl/gateway/metrics.py (prometheus_client
 #: adds _total to counters, _bucket to histograms); Triton's from its metrics endpoint.

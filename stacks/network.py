@@ -13,8 +13,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks import base
-from stacks.spec import GATEWAY_PORT, TRITON_GRPC, TRITON_HTTP, TRITON_METRICS, StackSpec
+from . import base
+from .spec import GATEWAY_PORT, TRITON_GRPC, TRITON_HTTP, TRITON_METRICS, StackSpec
 
 PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}
 INGRESS_CONTROLLER_NS = "ingress-nginx"

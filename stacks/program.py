@@ -13,12 +13,12 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks import base
-from stacks.gateway import Gateway, Retrieval
-from stacks.inference import Inference
-from stacks.monitoring import Monitoring
-from stacks.network import NetworkPolicies
-from stacks.spec import StackSpec
+from . import base
+from .gateway import Gateway, Retrieval
+from .inference import Inference
+from .monitoring import Monitoring
+from .network import NetworkPolicies
+from .spec import StackSpec
 
 
 class Foundation(pulumi.ComponentResource):

@@ -10,8 +10,8 @@ from engine_fixtures import FakeBuilder, base_doc, changed, fixed_plan, write_bl
 
 from llmctl.engine import build as B
 from llmctl.engine import trtllm
+from llmctl.engine.build import build_job_manifest
 from llmctl.engine.cache import EngineCache
-from llmctl.engine.job import build_job_manifest
 from llmctl.engine.spec import BuildSpec
 from llmctl.errors import BuildError
 
@@ -213,15 +213,15 @@ def test_spec_round_trips_to_dict(bp) -> None:
 
 
 def test_cli_shows_a_dry_run(bp, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from llmctl.cli.engines import show_build_result
+    from llmctl.cli.output import OutputFormat, emit
 
     result = B.build_production(
         bp, "prod", dry_run=True, plan=fixed_plan(), cache=EngineCache(tmp_path / "e")
     )
-    show_build_result(result, "text")
+    emit(result, OutputFormat.text)
     out = capsys.readouterr().out
     assert f"engine {result.key}" in out and "steps (not run):" in out and "trtllm-build" in out
-    show_build_result(result, "json")
+    emit(result, OutputFormat.json)
     assert '"engine_version"' in capsys.readouterr().out
 
 

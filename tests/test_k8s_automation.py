@@ -29,10 +29,11 @@ needs_cluster = pytest.mark.skipif(
 @pytest.fixture
 def spec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
     pytest.importorskip("pulumi")
+    from llmctl.stacks.spec import spec_from_blueprint
+
     from llmctl.blueprint import load_blueprint
     from llmctl.sizing import plan
     from llmctl.sizing.blueprint import request_from_blueprint
-    from stacks.spec import spec_from_blueprint
 
     monkeypatch.setenv("LLMCTL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "test-only-passphrase")
@@ -45,7 +46,7 @@ def spec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-un
 def test_without_the_cli_every_verb_says_what_to_install(spec) -> None:  # type: ignore[no-untyped-def]
     from llmctl.targets.kubernetes import KubernetesTarget
 
-    target = KubernetesTarget(spec)
+    target = KubernetesTarget.from_spec(spec)
     for verb in (target.plan, target.apply, target.status, target.destroy):
         with pytest.raises(StackError) as err:
             verb()
@@ -92,11 +93,11 @@ def test_plan_up_down_against_a_cluster(spec) -> None:  # type: ignore[no-untype
     from llmctl.targets.kubernetes import KubernetesTarget
 
     spec = replace(spec, context=os.environ["LLMCTL_TEST_KUBE_CONTEXT"], namespace="llmctl-test")
-    target = KubernetesTarget(spec)
+    target = KubernetesTarget.from_spec(spec)
     lines: list[str] = []
     assert target.plan(on_progress=lines.append).exit_code == 2
     target.apply(on_progress=lines.append)
     assert target.plan().exit_code == 0  # idempotent
-    assert target.status()["deployed"]
+    assert target.status().deployed
     target.destroy(on_progress=lines.append)
     assert lines

@@ -20,7 +20,7 @@ BLUEPRINT = str(ROOT / "blueprints" / "support-chatbot.yaml")
 def test_render_writes_valid_manifests(tmp_path: Path) -> None:
     out = tmp_path / "manifests"
     result = CliRunner().invoke(
-        app, ["render", BLUEPRINT, "--target", "coreweave", "-o", str(out), "--output", "json"]
+        app, ["render", BLUEPRINT, "--target", "coreweave", "--out", str(out), "--output", "json"]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -31,7 +31,7 @@ def test_render_writes_valid_manifests(tmp_path: Path) -> None:
 
 def test_render_refuses_a_local_target(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["render", BLUEPRINT, "--target", "local", "-o", str(tmp_path)]
+        app, ["render", BLUEPRINT, "--target", "local", "--out", str(tmp_path)]
     )
     assert result.exit_code != 0
     assert "not kubernetes" in str(result.exception)

@@ -15,12 +15,13 @@ import pytest
 pytest.importorskip("pulumi")
 pytest.importorskip("pulumi_kubernetes")
 
+from llmctl.stacks.spec import StackSpec, replica_bounds, spec_from_blueprint  # noqa: E402
+
 from llmctl.blueprint import load_blueprint  # noqa: E402
 from llmctl.k8s.render import RenderResult, render  # noqa: E402
 from llmctl.k8s.validate import policy_problems, validate  # noqa: E402
 from llmctl.sizing import plan  # noqa: E402
 from llmctl.sizing.blueprint import request_from_blueprint  # noqa: E402
-from stacks.spec import StackSpec, replica_bounds, spec_from_blueprint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {
@@ -263,8 +264,9 @@ def test_monitoring(name: str) -> None:
 
 def test_dashboard_reads_only_series_the_gateway_exports() -> None:
     pytest.importorskip("prometheus_client")
+    from llmctl.stacks.monitoring import GATEWAY_SERIES
+
     from llmctl.gateway.metrics import GatewayMetrics
-    from stacks.monitoring import GATEWAY_SERIES
 
     registry = GatewayMetrics().registry
     exported = {s.name for fam in registry.collect() for s in fam.samples}

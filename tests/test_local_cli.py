@@ -30,7 +30,7 @@ def test_build_twice_second_does_nothing(blueprint):
     assert "built" in first.output and "ensemble" in first.output and "embedder" in first.output
     second = runner.invoke(app, ["build", str(blueprint), "--output", "json"])
     assert second.exit_code == 0, second.output
-    rows = json.loads(second.output)
+    rows = json.loads(second.output)["models"]
     assert {r["model"] for r in rows} == {"ensemble", "embedder"}
     assert not any(r["built"] for r in rows)
     third = runner.invoke(app, ["build", str(blueprint)])

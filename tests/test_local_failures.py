@@ -104,7 +104,7 @@ def test_dead_triton_is_reported_restarted_and_down_leaves_nothing(stack_dirs):
     finally:
         rec2 = target.supervisor.record(TRITON)
         stopped = target.destroy()
-    assert stopped == [TRITON]
+    assert stopped.stopped == (TRITON,)
     _assert_nothing_left(target, pids=[rec2.pid], ports=rec2.ports.values())
     assert target.status().state == "stopped"
-    assert target.destroy() == []  # idempotent
+    assert target.destroy().stopped == ()  # idempotent

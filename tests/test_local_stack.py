@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from stack_fixtures import full_spec, make_target
 
-from llmctl.local import triton_client
+from llmctl import triton_client
 from llmctl.local.prompt import format_chat
 from llmctl.local.supervisor import pid_alive
 from llmctl.targets.local import TRITON

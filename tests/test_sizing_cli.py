@@ -87,15 +87,6 @@ def test_unknown_model_is_one_line_and_exit_1(run):
     assert "config.json" in done.stderr and "Traceback" not in done.stderr
 
 
-def _blueprint_loader_available() -> bool:
-    try:
-        from llmctl.blueprint import load_blueprint  # noqa: F401
-    except ImportError:
-        return False
-    return (ROOT / "blueprints" / "hr-policy-assistant.yaml").is_file()
-
-
-@pytest.mark.skipif(not _blueprint_loader_available(), reason="blueprint loader not there yet")
 def test_blueprint_plan_json_and_plot(run, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "plan.png"
@@ -112,7 +103,6 @@ def test_blueprint_plan_json_and_plot(run, tmp_path):
     assert png.stat().st_size > 1000
 
 
-@pytest.mark.skipif(not _blueprint_loader_available(), reason="blueprint loader not there yet")
 def test_blueprint_whose_slo_no_gpu_meets_exits_1(run, tmp_path):
     text = (ROOT / "blueprints" / "hr-policy-assistant.yaml").read_text()
     text = text.replace("peakConcurrent: 64 ", "peakConcurrent: 50000 ")

@@ -31,7 +31,7 @@ plan() {
   llmctl build "$BP" --target prod --dry-run
 
   say "operator: llmctl render $BP --target prod (Kubernetes manifests, validated, no cluster)"
-  llmctl render "$BP" --target prod -o reports/demo/manifests
+  llmctl render "$BP" --target prod --out reports/demo/manifests
 
   say "operator: llmctl build $BP (the local target's Triton model repository, content-addressed)"
   llmctl build "$BP"

@@ -1,8 +1,7 @@
 """The blueprint's JSON Schema: loading it, validating against it, and speaking its errors plainly.
 
-``schemas/blueprint.schema.json`` is the single source of truth for the file format. The package
-carries a copy (``llmctl/data/blueprint.schema.json``, kept identical by a test) so an installed
-llmctl needs no checkout. Custom formats are registered on the validator rather than checked by
+``schemas/blueprint.schema.json`` is the single source of truth for the file format; the wheel
+carries it (``llmctl.assets``), so an installed llmctl needs no checkout. Custom formats are registered on the validator rather than checked by
 hand (STYLE.md).
 """
 
@@ -13,10 +12,10 @@ import ipaddress
 import json
 from collections.abc import Iterator
 from functools import cache
-from importlib import resources
 from typing import Any
 from urllib.parse import urlparse
 
+from llmctl.assets import asset_dir
 from llmctl.blueprint.problems import Problem
 from llmctl.blueprint.yamlpos import Located
 
@@ -26,7 +25,7 @@ SCHEMA_RESOURCE = "blueprint.schema.json"
 @cache
 def load_schema() -> dict[str, Any]:
     """The blueprint schema shipped with the package."""
-    text = resources.files("llmctl.data").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    text = (asset_dir("schemas") / SCHEMA_RESOURCE).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -66,18 +65,6 @@ def json_path(path: tuple[str | int, ...]) -> str:
 
 def _dotted(path: tuple[str | int, ...]) -> str:
     return json_path(path)[2:] or "the top level"
-
-
-def _subschema_at(schema_path: Any, root: dict[str, Any]) -> dict[str, Any]:
-    node: Any = root
-    for part in schema_path:
-        node = node[part]
-        if isinstance(node, dict) and "$ref" in node and len(node) <= 3:
-            ref = node["$ref"]
-            node = root
-            for p in ref.lstrip("#/").split("/"):
-                node = node[p]
-    return node
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The command line: a thin layer over the core (see ../shared/STYLE.md).
+"""The command line: a thin layer over the core.
 
 ``main`` is the console script. It first offers the arguments to the typer-free fast path
 (``fast.py``: ``llmctl check`` runs in editors, pre-commit hooks and on every CI push, and

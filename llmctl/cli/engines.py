@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from llmctl.engine.build import BuildResult
+from llmctl.cli.options import OutputFormat as Output
+from llmctl.cli.options import OutputOption as OutputOpt
 
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-
-
-OutputOpt = Annotated[
-    Output, typer.Option("--output", "-o", help="text for people, json for tools.")
-]
 CacheOpt = Annotated[
     Path | None,
     typer.Option(
@@ -97,47 +87,6 @@ def gc(
     for r in removed:
         typer.echo(f"removed {r.key} ({r.state}, {_size(r.size_bytes)})")
     typer.echo(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
-
-
-def show_build_result(result: BuildResult, output: str = "text") -> None:
-    """Print a production ``BuildResult`` (for ``llmctl build --target <kubernetes target>``).
-
-    Lives here so ``cli/stack.py`` only dispatches: ``show_build_result(build_production(...), output)``.
-    """
-    if output == "json":
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    spec = result.spec
-    typer.echo(f"engine {result.key} for target {result.target!r}")
-    typer.echo(
-        f"  model     {spec.model_id} ({spec.checkpoint.source}: {spec.checkpoint.revision or spec.checkpoint.ref})"
-    )
-    typer.echo(
-        f"  gpu       {spec.gpu} ({spec.gpu_arch}), TP {spec.tp} x PP {spec.pp}, TensorRT-LLM {spec.tensorrt_llm}"
-    )
-    typer.echo(
-        f"  precision {spec.dtype}, quantisation {spec.quantization}, kv cache {spec.kv_cache_dtype or spec.dtype}"
-    )
-    typer.echo(
-        f"  limits    batch {spec.max_batch_size}, input {spec.max_input_len}, sequence {spec.max_seq_len}, "
-        f"tokens/step {spec.max_num_tokens}, beams {spec.max_beam_width}"
-    )
-    for note in spec.notes:
-        typer.echo(f"  note      {note}")
-    if result.dry_run:
-        typer.echo("steps (not run):")
-        for i, step in enumerate(result.steps, 1):
-            typer.echo(f"  {i}. {step.name}: {step.description}")
-            typer.echo(f"     {step.display()}")
-        return
-    if result.job_path is not None:
-        typer.echo(f"wrote the build Job to {result.job_path} (kubectl apply -f {result.job_path})")
-        return
-    state = "built" if result.built else "unchanged (found in the cache)"
-    if result.engine is not None:
-        typer.echo(f"engine    {state}: {result.engine.engine_dir}")
-    if result.repository is not None:
-        typer.echo(f"repository {result.repository.path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,21 +27,21 @@ def _groups(raw: str) -> list[str]:
 
 
 def _state_dir_for(blueprint: Path | None, target: str) -> Path:
-    from llmctl.targets.local import stacks_home
+    from llmctl.state import StackState, llmctl_home, stacks_with_dev_issuer
 
-    home = stacks_home()
     if blueprint is not None:
         from llmctl.blueprint import load_blueprint
 
-        return home / load_blueprint(blueprint).name / target
-    found = sorted(p.parent.parent for p in home.glob(f"*/{target}/auth/dev-issuer.json"))
+        return StackState.of(load_blueprint(blueprint).name, target).dir
+    home = llmctl_home()
+    found = stacks_with_dev_issuer(target, home)
     if len(found) == 1:
-        return found[0]
+        return found[0].dir
     if not found:
         raise LlmctlError(
-            f"no local stack with a development issuer under {home}; run `llmctl up` first"
+            f"no {target!r} stack with a development issuer under {home}; run `llmctl up` first"
         )
-    names = ", ".join(p.parent.name for p in found)
+    names = ", ".join(s.blueprint for s in found)
     raise LlmctlError(f"several stacks under {home} ({names}); name one with --blueprint")
 
 
@@ -102,9 +102,8 @@ def ask(
     output: OutputOption = OutputFormat.text,
 ) -> None:
     """Ask the running gateway a question and print the answer with its citations."""
-    import httpx
-
     from llmctl.gateway.auth import mint_dev_token
+    from llmctl.gateway.client import GatewayClient
 
     state_dir = _state_dir_for(blueprint, target)
     base = url or _gateway_url(state_dir)
@@ -112,30 +111,15 @@ def ask(
         if target != "local" and url is not None:
             raise LlmctlError("--token (or LLMCTL_TOKEN) is needed to ask a non-local gateway")
         bearer = mint_dev_token(state_dir, user=as_user, groups=_groups(groups), ttl_s=300)
-    payload: dict[str, Any] = {"question": question}
-    if top_k is not None:
-        payload["top_k"] = top_k
-    try:
-        response = httpx.post(
-            f"{base.rstrip('/')}/v1/ask",
-            json=payload,
-            headers={"Authorization": f"Bearer {bearer}"},
-            timeout=httpx.Timeout(timeout, connect=5.0),
-        )
-    except httpx.HTTPError as exc:
-        raise LlmctlError(
-            f"cannot reach the gateway at {base}: {type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"error": response.text[:300]}
-    if response.status_code != 200:
+    with GatewayClient(base, bearer, timeout=timeout) as client:
+        response = client.ask(question, top_k=top_k)  # LlmctlError when it cannot be reached
+    body = response.body
+    if response.status != 200:
         if output is OutputFormat.json:
-            print_json({"status": response.status_code, **body})
+            print_json({"status": response.status, **body})
             raise typer.Exit(1)
         detail = body.get("error") or body
-        raise LlmctlError(f"gateway answered HTTP {response.status_code}: {detail}")
+        raise LlmctlError(f"gateway answered HTTP {response.status}: {detail}")
     if output is OutputFormat.json:
         print_json(body)
         return

@@ -24,9 +24,10 @@ def triton_grpc_url(blueprint_name: str, target: str) -> str:
     """The gRPC address of the stack's Triton, from the local target's state; a one-line
     StackError telling the user to run ``llmctl up`` when it is not running."""
     from llmctl.local.supervisor import Supervisor
-    from llmctl.targets.local import TRITON, stacks_home
+    from llmctl.state import StackState
+    from llmctl.targets.local import TRITON
 
-    state_dir = stacks_home() / blueprint_name / target
+    state_dir = StackState.of(blueprint_name, target).dir
     sup = Supervisor(state_dir)
     rec = sup.record(TRITON)
     hint = f"run `llmctl up` first (no running stack for {blueprint_name!r} in {state_dir})"
@@ -47,10 +48,10 @@ def ingest(
 ) -> None:
     """Index the blueprint's documents (only what changed) with the running stack's embedder."""
     from llmctl.blueprint import load_blueprint
-    from llmctl.retrieval import llmctl_home
     from llmctl.retrieval.embedders import TritonEmbedder
     from llmctl.retrieval.ingest import ProgressEvent
     from llmctl.retrieval.ingest import ingest as run_ingest
+    from llmctl.state import StackState
 
     bp = load_blueprint(blueprint)
     tgt = bp.target(target)
@@ -66,7 +67,7 @@ def ingest(
     embedder = TritonEmbedder(
         url, model_id=emb.model, dim=int(emb.dimensions), batch_size=int(emb.batch_size)
     )
-    index_dir = llmctl_home().expanduser().resolve() / bp.name / target / "index"
+    index_dir = StackState.of(bp.name, target).index_dir
 
     try:
         if output is OutputFormat.json:

@@ -30,3 +30,13 @@ def console(stderr: bool = False) -> Any:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def emit(result: Any, output: OutputFormat) -> None:
+    """Print a core result: its ``to_dict()`` as JSON, or its ``summary()`` lines as text."""
+    if output is OutputFormat.json:
+        print_json(result.to_dict())
+        return
+    out = console()
+    for line in result.summary():
+        out.print(line, markup=False)

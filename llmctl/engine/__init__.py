@@ -9,7 +9,6 @@ huggingface_hub at import time.
 
 from __future__ import annotations
 
-from llmctl.engine.build import BuildResult, build_production, engine_version
-from llmctl.engine.job import build_job_manifest
+from llmctl.engine.build import BuildResult, build_job_manifest, build_production, engine_version
 
 __all__ = ["BuildResult", "build_job_manifest", "build_production", "engine_version"]

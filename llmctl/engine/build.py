@@ -70,6 +70,40 @@ class BuildResult:
             "repository": str(self.repository.path) if self.repository else None,
         }
 
+    def summary(self) -> list[str]:
+        """The lines ``llmctl build --target <kubernetes target>`` prints."""
+        spec = self.spec
+        out = [f"engine {self.key} for target {self.target!r}"]
+        out.append(
+            f"  model     {spec.model_id} ({spec.checkpoint.source}: {spec.checkpoint.revision or spec.checkpoint.ref})"
+        )
+        out.append(
+            f"  gpu       {spec.gpu} ({spec.gpu_arch}), TP {spec.tp} x PP {spec.pp}, TensorRT-LLM {spec.tensorrt_llm}"
+        )
+        out.append(
+            f"  precision {spec.dtype}, quantisation {spec.quantization}, kv cache {spec.kv_cache_dtype or spec.dtype}"
+        )
+        out.append(
+            f"  limits    batch {spec.max_batch_size}, input {spec.max_input_len}, sequence {spec.max_seq_len}, "
+            f"tokens/step {spec.max_num_tokens}, beams {spec.max_beam_width}"
+        )
+        out += [f"  note      {note}" for note in spec.notes]
+        if self.dry_run:
+            out.append("steps (not run):")
+            for i, step in enumerate(self.steps, 1):
+                out.append(f"  {i}. {step.name}: {step.description}")
+                out.append(f"     {step.display()}")
+            return out
+        if self.job_path is not None:
+            out.append(f"wrote the build Job to {self.job_path} (kubectl apply -f {self.job_path})")
+            return out
+        state = "built" if self.built else "unchanged (found in the cache)"
+        if self.engine is not None:
+            out.append(f"engine    {state}: {self.engine.engine_dir}")
+        if self.repository is not None:
+            out.append(f"repository {self.repository.path}")
+        return out
+
 
 def _noop(_: str) -> None:
     pass
@@ -165,8 +199,6 @@ def build_production(
     if emit_job is not None:
         import yaml
 
-        from llmctl.engine.job import build_job_manifest
-
         job = build_job_manifest(bp, target_name, plan=_plan(bp, plan))
         emit_job.parent.mkdir(parents=True, exist_ok=True)
         emit_job.write_text(yaml.safe_dump(job, sort_keys=False, width=1000))
@@ -256,3 +288,20 @@ def render_for_model_store(
         engine_config=engine_config,
         embedder=embedder,
     )
+
+
+def build_job_manifest(bp: Any, target_name: str, plan: Any = None) -> dict[str, Any]:
+    """The Kubernetes Job (as a dict) that builds this blueprint's engine into the model store.
+
+    For the kubernetes target: apply it, wait for completion, then serve the repository rendered
+    for ``engine_version(bp)``. ``plan`` defaults to the capacity planner's answer.
+    """
+    from llmctl.engine.job import job_manifest
+
+    spec, key = resolve(bp, target_name, plan)
+    if spec.checkpoint.source != "hf":
+        raise BuildError(
+            f"model.id {bp.model.id!r} is a local folder, which a Job cannot read: use a Hugging Face "
+            "id with a pinned revision, or build on a GPU machine that has the folder"
+        )
+    return job_manifest(bp, target_name, spec, key, build_inputs(bp, spec, key))

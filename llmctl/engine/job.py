@@ -185,20 +185,3 @@ def job_manifest(
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},  # no YAML anchors
         },
     }
-
-
-def build_job_manifest(bp: Any, target_name: str, plan: Any = None) -> dict[str, Any]:
-    """The Kubernetes Job (as a dict) that builds this blueprint's engine into the model store.
-
-    For the kubernetes target: apply it, wait for completion, then serve the repository rendered
-    for ``engine_version(bp)``. ``plan`` defaults to the capacity planner's answer.
-    """
-    from llmctl.engine.build import build_inputs, resolve
-
-    spec, key = resolve(bp, target_name, plan)
-    if spec.checkpoint.source != "hf":
-        raise BuildError(
-            f"model.id {bp.model.id!r} is a local folder, which a Job cannot read: use a Hugging Face "
-            "id with a pinned revision, or build on a GPU machine that has the folder"
-        )
-    return job_manifest(bp, target_name, spec, key, build_inputs(bp, spec, key))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmctl.assets import asset_dir
 from llmctl.engine.spec import BuildSpec
 from llmctl.errors import BuildError
 from llmctl.local.repository import pbtxt_string
@@ -68,12 +69,12 @@ def templates_root() -> Path:
     override = os.environ.get(ENV_TEMPLATES)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "engines" / "trtllm"
+    return asset_dir("engines") / "trtllm"
 
 
 def embedder_code() -> Path:
     """The embedder's python model: the local target's file, so both targets run the same code."""
-    return Path(__file__).resolve().parents[2] / "engines" / "local" / "embedder" / "model.py"
+    return asset_dir("engines") / "local" / "embedder" / "model.py"
 
 
 # -- filling and parsing -----------------------------------------------------------------------

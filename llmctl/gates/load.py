@@ -28,7 +28,6 @@ ASK, TTFT, ITL, TPS = "ASK", "TTFT", "ITL", "TPS"
 
 LoadProgress = Callable[[dict[str, Any]], None]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_USER = "loadtests/gateway_user.py:GatewayUser"
 TRITON_USER = "loadtests/triton_user.py:TritonUser"
 
@@ -149,14 +148,13 @@ def run_profile(
     spec_path, out_path = work / "load-spec.json", work / "load-result.json"
     spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     argv = [python, "-m", "llmctl.gates.load_runner", str(spec_path), str(out_path)]
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=work,
         env=env,
     )
     deadline = time.monotonic() + spec.duration_s + spec.drain_s + grace_s

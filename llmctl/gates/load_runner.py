@@ -22,12 +22,15 @@ import gevent  # noqa: E402
 
 
 def _user_class(ref: str) -> type:
-    """``path/to/file.py:ClassName`` (relative to the repository root) or ``module:ClassName``."""
+    """``loadtests/file.py:ClassName`` (relative to the folder above ``loadtests/``, see
+    ``llmctl.assets``), an absolute ``path.py:ClassName``, or ``module:ClassName``."""
     where, _, name = ref.partition(":")
     if where.endswith(".py"):
         path = Path(where)
         if not path.is_absolute():
-            path = Path(__file__).resolve().parents[2] / path
+            from llmctl.assets import asset_dir
+
+            path = asset_dir("loadtests").parent / path
         spec = importlib.util.spec_from_file_location(f"llmctl_loadtest_{path.stem}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

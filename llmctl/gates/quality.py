@@ -76,12 +76,11 @@ def ask_all(
     source: str = "quality",
 ) -> list[dict[str, Any]]:
     """Ask each question as its asker; return one response record per question, in order."""
-    import httpx
+    from llmctl.errors import LlmctlError
+    from llmctl.gateway.client import GatewayClient
 
     done = 0
-    client = httpx.Client(
-        base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout_s, connect=5)
-    )
+    client = GatewayClient(base_url, timeout=timeout_s, max_connections=max(1, workers))
 
     def one(q: dict[str, Any]) -> dict[str, Any]:
         nonlocal done
@@ -96,22 +95,15 @@ def ask_all(
         }
         t = time.perf_counter()
         try:
-            r = client.post(
-                "/v1/ask",
-                json={"question": q["question"]},
-                headers={"Authorization": f"Bearer {token_for(user, groups)}"},
-            )
-            record["status"] = r.status_code
-            record["request_id"] = r.headers.get("X-Request-ID")
-            body = (
-                r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-            )
-            record["outcome"] = body.get("outcome")
-            record["answer"] = body.get("answer")
-            record["citations"] = [c.get("doc_id") for c in body.get("citations") or []]
-            record["error"] = body.get("error") if r.status_code != 200 else None
-        except httpx.HTTPError as exc:
-            record.update(status=None, error=f"{type(exc).__name__}: {exc}", citations=[])
+            r = client.ask(q["question"], token=token_for(user, groups))
+            record["status"] = r.status
+            record["request_id"] = r.request_id
+            record["outcome"] = r.body.get("outcome")
+            record["answer"] = r.body.get("answer")
+            record["citations"] = [c.get("doc_id") for c in r.body.get("citations") or []]
+            record["error"] = r.body.get("error") if not r.ok else None
+        except LlmctlError as exc:
+            record.update(status=None, error=str(exc), citations=[])
         record["latency_ms"] = round((time.perf_counter() - t) * 1e3, 3)
         done += 1
         if on_progress is not None:

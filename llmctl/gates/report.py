@@ -2,14 +2,15 @@
 
 The HTML report has the gate summary, a latency histogram and percentiles over time (PNG files
 drawn with matplotlib's Agg backend, imported only here so ``llmctl check`` stays fast), and the
-requirement-to-evidence table of the compliance gate.
+requirement-to-evidence table of the compliance gate. The page is the jinja2 template
+``templates/report.html.j2`` (shipped as package data), rendered with autoescape on.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -96,94 +97,81 @@ def plot_load(samples: Sequence[dict[str, Any]], out_dir: Path, duration_s: floa
     return paths
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
-.passed{color:#176c2e;font-weight:600}.failed,.error{color:#b00020;font-weight:600}.skipped{color:#777}
-code{background:#f4f4f4;padding:0 .2em}
-"""
+#: The gates whose checks get a table of their own (compliance has the requirements table).
+CHECK_TABLES = ("quality", "smoke", "check", "load")
 
 
-def _esc(v: Any) -> str:
+def _fmt(v: Any) -> Any:
+    """How the report prints a figure: floats with 4 significant digits, None as nothing."""
     if isinstance(v, float):
-        v = f"{v:.4g}"
-    return html.escape("" if v is None else str(v))
+        return f"{v:.4g}"
+    return "" if v is None else v
+
+
+@lru_cache(maxsize=1)
+def _template() -> Any:
+    """``templates/report.html.j2`` from the installed package (jinja2 imported only here)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("llmctl.gates", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        finalize=_fmt,
+    )
+    return env.get_template("report.html.j2")
+
+
+def _load_rows(f: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """The load table: figure, value, threshold."""
+    thr = f.get("thresholds", {})
+    e = _fmt
+    return [
+        (
+            "users / spawn rate / duration",
+            f"{f.get('users')} / {f.get('spawn_rate')} / {f.get('duration_s')} s",
+            "",
+        ),
+        ("requests (failures)", f"{f.get('requests')} ({f.get('failures')})", ""),
+        ("error rate", f.get("error_rate"), f"≤ {thr.get('max_error_rate')}"),
+        ("throughput req/s", f.get("throughput_rps"), f"≥ {thr.get('min_throughput_rps')}"),
+        (
+            "latency p50 / p95 / p99 ms",
+            f"{e(f.get('p50_latency_ms'))} / {e(f.get('p95_latency_ms'))} / {e(f.get('p99_latency_ms'))}",
+            f"p95 ≤ {thr.get('p95_latency_ms')}",
+        ),
+        (
+            "TTFT p50 / p95 ms",
+            f"{e(f.get('p50_ttft_ms'))} / {e(f.get('p95_ttft_ms'))}",
+            f"p95 ≤ {thr.get('p95_ttft_ms')}",
+        ),
+        (
+            "inter-token latency p50 / p95 ms",
+            f"{e(f.get('p50_itl_ms'))} / {e(f.get('p95_itl_ms'))}",
+            "",
+        ),
+        ("output tokens/s (mean)", f.get("mean_output_tps"), ""),
+    ]
 
 
 def write_html(result: VerifyResult, path: Path, images: Sequence[Path] = ()) -> Path:
-    e = _esc
-    verdict = "PASSED" if result.ok else "FAILED: " + ", ".join(result.failed)
-    parts = [
-        f"<!doctype html><meta charset='utf-8'><title>llmctl verify {e(result.blueprint)}</title><style>{_CSS}</style>",
-        f"<h1>llmctl verify: {e(result.blueprint)} on {e(result.target)}</h1>",
-        f"<p class='{'passed' if result.ok else 'failed'}'>{e(verdict)}</p>",
-        f"<p>{e(result.blueprint_path)} · started {e(result.started_at)} · {result.seconds:.1f} s</p>",
-        "<h2>Gates</h2><table><tr><th>gate</th><th>status</th><th>message</th><th>seconds</th></tr>",
-    ]
-    for g in result.gates:
-        parts.append(
-            f"<tr><td>{e(g.name)}</td><td class='{g.status}'>{e(g.status)}</td><td>{e(g.message)}</td><td>{g.seconds:.1f}</td></tr>"
-        )
-    parts.append("</table>")
+    """``index.html``: gates, load figures and plots, each gate's checks, requirements."""
     load = result.gate("load")
-    if load is not None and load.figures:
-        f = load.figures
-        parts.append("<h2>Load</h2><table><tr><th>figure</th><th>value</th><th>threshold</th></tr>")
-        thr = f.get("thresholds", {})
-        rows = [
-            (
-                "users / spawn rate / duration",
-                f"{f.get('users')} / {f.get('spawn_rate')} / {f.get('duration_s')} s",
-                "",
-            ),
-            ("requests (failures)", f"{f.get('requests')} ({f.get('failures')})", ""),
-            ("error rate", f.get("error_rate"), f"≤ {thr.get('max_error_rate')}"),
-            ("throughput req/s", f.get("throughput_rps"), f"≥ {thr.get('min_throughput_rps')}"),
-            (
-                "latency p50 / p95 / p99 ms",
-                f"{e(f.get('p50_latency_ms'))} / {e(f.get('p95_latency_ms'))} / {e(f.get('p99_latency_ms'))}",
-                f"p95 ≤ {thr.get('p95_latency_ms')}",
-            ),
-            (
-                "TTFT p50 / p95 ms",
-                f"{e(f.get('p50_ttft_ms'))} / {e(f.get('p95_ttft_ms'))}",
-                f"p95 ≤ {thr.get('p95_ttft_ms')}",
-            ),
-            (
-                "inter-token latency p50 / p95 ms",
-                f"{e(f.get('p50_itl_ms'))} / {e(f.get('p95_itl_ms'))}",
-                "",
-            ),
-            ("output tokens/s (mean)", f.get("mean_output_tps"), ""),
-        ]
-        for name, value, limit in rows:
-            parts.append(f"<tr><td>{e(name)}</td><td>{e(value)}</td><td>{e(limit)}</td></tr>")
-        parts.append("</table>")
-        for img in images:
-            parts.append(f"<p><img src='{e(img.name)}' alt='{e(img.stem)}'></p>")
-    for g in result.gates:
-        if g.name in ("quality", "smoke", "check", "load") and g.checks:
-            parts.append(
-                f"<h2>{e(g.name.capitalize())} checks</h2><table><tr><th>check</th><th>status</th><th>message</th></tr>"
-            )
-            for c in g.checks:
-                parts.append(
-                    f"<tr><td>{e(c.name)}</td><td class='{c.status}'>{e(c.status)}</td><td>{e(c.message)}</td></tr>"
-                )
-            parts.append("</table>")
+    has_load = load is not None and bool(load.figures)
     comp = result.gate("compliance")
-    if comp is not None and comp.checks:
-        parts.append(
-            "<h2>Requirements and their evidence</h2><table><tr><th>requirement</th><th>check</th><th>evidence</th><th>status</th><th>finding</th></tr>"
-        )
-        for c in comp.checks:
-            parts.append(
-                f"<tr><td>{e(c.name.split('.')[0])}</td><td><code>{e(c.name)}</code></td><td>{e(c.evidence)}</td>"
-                f"<td class='{c.status}'>{e(c.status)}</td><td>{e(c.message)}</td></tr>"
-            )
-        parts.append("</table>")
+    page = _template().render(
+        result=result,
+        verdict="PASSED" if result.ok else "FAILED: " + ", ".join(result.failed),
+        load_rows=_load_rows(load.figures) if load is not None and has_load else [],
+        images=list(images) if has_load else [],
+        check_gates=[g for g in result.gates if g.name in CHECK_TABLES and g.checks],
+        compliance_checks=comp.checks if comp is not None else [],
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path
 
 

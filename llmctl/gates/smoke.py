@@ -6,20 +6,60 @@ but connection errors; when it fails, the later gates that need the stack do not
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from llmctl.gates.results import Check, GateResult
 
 
-def _get(url: str, timeout_s: float = 5.0) -> tuple[int | None, str]:
-    import httpx
+def _gateway_health(gateway_url: str) -> list[Check]:
+    from llmctl.errors import LlmctlError
+    from llmctl.gateway.client import GatewayClient
 
-    try:
-        r = httpx.get(url, timeout=timeout_s)
-        return r.status_code, r.text[:200]
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+    checks = []
+    with GatewayClient(gateway_url, timeout=5.0) as client:
+        for name, call in (("healthz", client.healthz), ("readyz", client.readyz)):
+            try:
+                r = call()
+                status, body = r.status, json.dumps(r.body)[:200]
+            except LlmctlError as exc:
+                status, body = None, str(exc)
+            ok = status == 200
+            if name == "healthz":
+                message = f"gateway /healthz: {status or body}"
+            else:
+                message = "gateway ready" if ok else f"gateway /readyz: {status} {body}"
+            checks.append(Check(f"gateway.{name}", ok, message, status, 200))
+    return checks
+
+
+def _triton_health(triton_url: str, models: tuple[str, ...]) -> list[Check]:
+    from llmctl.triton_client import http_health
+
+    checks = []
+    for name, (status, body) in http_health(triton_url, models).items():
+        if name == "server":
+            checks.append(
+                Check(
+                    "triton.ready",
+                    status == 200,
+                    f"Triton /v2/health/ready: {status or body}",
+                    status,
+                    200,
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    f"triton.{name}.ready",
+                    status == 200,
+                    f"Triton model {name}: {status or body}",
+                    status,
+                    200,
+                )
+            )
+    return checks
 
 
 def run_smoke(
@@ -30,43 +70,9 @@ def run_smoke(
     models: tuple[str, ...] = ("ensemble", "embedder"),
 ) -> tuple[GateResult, list[dict[str, Any]]]:
     """Health of gateway and Triton, then one answer that must carry a citation."""
-    checks: list[Check] = []
-    status, body = _get(f"{gateway_url}/healthz")
-    checks.append(
-        Check("gateway.healthz", status == 200, f"gateway /healthz: {status or body}", status, 200)
-    )
-    status, body = _get(f"{gateway_url}/readyz")
-    checks.append(
-        Check(
-            "gateway.readyz",
-            status == 200,
-            f"gateway /readyz: {status} {body}" if status != 200 else "gateway ready",
-            status,
-            200,
-        )
-    )
+    checks = _gateway_health(gateway_url)
     if triton_url:
-        status, body = _get(f"{triton_url}/v2/health/ready")
-        checks.append(
-            Check(
-                "triton.ready",
-                status == 200,
-                f"Triton /v2/health/ready: {status or body}",
-                status,
-                200,
-            )
-        )
-        for model in models:
-            status, body = _get(f"{triton_url}/v2/models/{model}/ready")
-            checks.append(
-                Check(
-                    f"triton.{model}.ready",
-                    status == 200,
-                    f"Triton model {model}: {status or body}",
-                    status,
-                    200,
-                )
-            )
+        checks += _triton_health(triton_url, models)
     responses: list[dict[str, Any]] = []
     if all(c.passed for c in checks):
         from llmctl.gates.quality import ask_all

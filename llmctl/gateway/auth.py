@@ -26,6 +26,7 @@ from jwt import PyJWK, PyJWKSet
 
 from llmctl.errors import LlmctlError
 from llmctl.gateway.config import AuthConfig
+from llmctl.state import StackState
 
 DEV_KEY_FILE = "dev-signing-key.pem"
 DEV_JWKS_FILE = "dev-jwks.json"
@@ -47,10 +48,6 @@ class Principal:
     subject: str
     groups: tuple[str, ...]
     anonymous: bool = False
-
-    @property
-    def rate_key(self) -> str:
-        return self.subject
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:
@@ -147,10 +144,6 @@ class JWKSource:
     @property
     def is_remote(self) -> bool:
         return self._url is not None
-
-    @property
-    def has_keys(self) -> bool:
-        return bool(self._keys)
 
 
 class Authenticator:
@@ -262,7 +255,7 @@ def ensure_dev_issuer(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    auth_dir = Path(state_dir) / "auth"
+    auth_dir = StackState.at(state_dir).auth_dir
     auth_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(auth_dir, 0o700)
     key_path = auth_dir / DEV_KEY_FILE
@@ -285,7 +278,7 @@ def ensure_dev_issuer(
     kid = _thumbprint(public_jwk)
     public_jwk.update({"kid": kid, "use": "sig", "alg": "RS256"})
     _write_json(auth_dir / DEV_JWKS_FILE, {"keys": [public_jwk]})
-    resolved_issuer = issuer or f"llmctl-dev:{Path(state_dir).resolve()}"
+    resolved_issuer = issuer or dev_issuer_name(state_dir)
     settings = {
         "issuer": resolved_issuer,
         "audience": audience,
@@ -296,8 +289,13 @@ def ensure_dev_issuer(
     return DevIssuer(auth_dir, resolved_issuer, audience, groups_claim, kid)
 
 
+def dev_issuer_name(state_dir: str | os.PathLike[str]) -> str:
+    """The dev issuer's ``iss``: unique per stack folder, so one stack's tokens fail on another."""
+    return f"llmctl-dev:{Path(state_dir).resolve()}"
+
+
 def load_dev_issuer(state_dir: str | os.PathLike[str]) -> DevIssuer:
-    auth_dir = Path(state_dir) / "auth"
+    auth_dir = StackState.at(state_dir).auth_dir
     try:
         settings = json.loads((auth_dir / DEV_ISSUER_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:

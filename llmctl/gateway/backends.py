@@ -5,28 +5,20 @@ Why protocols: the gateway is the same code against the local stack (Triton on C
 disk) and production (Triton with TensorRT-LLM, the index on a volume); tests and the overhead
 benchmark plug in the real things through the same two small interfaces.
 
-``TritonLLM`` speaks Triton's HTTP generate extension (``POST /v2/models/<m>/generate_stream``,
-server-sent events) with httpx's async client: the gateway's event loop serves many concurrent
-streams without a thread each, and a stopped Triton fails at connect time (refused) in
-milliseconds, which the app turns into a 503.
+The ``LLMClient`` in production is ``llmctl.triton_client.TritonLLM`` (Triton's HTTP generate
+extension on the gateway's event loop); the retriever embeds through Triton's gRPC endpoint.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
-import httpx
+from llmctl.errors import BackendTimeout, BackendUnavailable
+from llmctl.triton_client import TritonLLM
 
-
-class BackendUnavailable(Exception):
-    """Triton or the index cannot serve right now (→ 503). The message names the component only."""
-
-
-class BackendTimeout(Exception):
-    """Triton or the index did not answer within its timeout (→ 504)."""
+__all__ = ["BackendTimeout", "BackendUnavailable", "IndexRetriever", "LLMClient", "TritonLLM"]
 
 
 class Retriever(Protocol):
@@ -47,83 +39,6 @@ class LLMClient(Protocol):
     async def ready(self) -> tuple[bool, str]: ...
 
     async def aclose(self) -> None: ...
-
-
-class TritonLLM:
-    """Streaming generation through Triton's HTTP generate extension."""
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str = "ensemble",
-        *,
-        connect_timeout_s: float = 2.0,
-        token_timeout_s: float = 30.0,
-        max_connections: int = 256,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(token_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
-        )
-
-    async def stream(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        stop_words: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> AsyncIterator[str]:
-        payload: dict[str, Any] = {
-            "text_input": prompt,
-            "max_tokens": int(max_tokens),
-            "stream": True,
-            "temperature": float(temperature),
-        }
-        if stop_words:
-            payload["stop_words"] = list(stop_words)
-        url = f"/v2/models/{self.model}/generate_stream"
-        try:
-            async with self._client.stream("POST", url, json=payload) as response:
-                if response.status_code != 200:
-                    body = (await response.aread())[:300].decode("utf-8", "replace")
-                    kind = BackendUnavailable if response.status_code >= 500 else RuntimeError
-                    raise kind(f"triton {self.model}: HTTP {response.status_code}: {body}")
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    event = json.loads(line[5:].strip() or "{}")
-                    if "error" in event:
-                        raise BackendUnavailable(f"triton {self.model}: {event['error']}")
-                    delta = event.get("text_output")
-                    if isinstance(delta, list):
-                        delta = "".join(str(x) for x in delta)
-                    if delta:
-                        yield str(delta)
-        except httpx.TimeoutException as exc:
-            raise BackendTimeout(
-                f"triton {self.model}: no answer in time ({type(exc).__name__})"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"triton {self.model}: {type(exc).__name__}: {exc}") from exc
-
-    async def ready(self) -> tuple[bool, str]:
-        try:
-            r = await self._client.get("/v2/health/ready", timeout=2.0)
-            if r.status_code != 200:
-                return False, f"triton not ready (HTTP {r.status_code})"
-            r = await self._client.get(f"/v2/models/{self.model}/ready", timeout=2.0)
-            if r.status_code != 200:
-                return False, f"triton model {self.model} not ready (HTTP {r.status_code})"
-        except httpx.HTTPError as exc:
-            return False, f"triton unreachable at {self.base_url} ({type(exc).__name__})"
-        return True, ""
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 class IndexRetriever:

@@ -1,7 +1,8 @@
 """The gateway as a component of the local stack (what ``llmctl up`` hands the supervisor).
 
 ``gateway_component`` does the gateway's share of ``up``: the dev issuer's keys (once), the config
-file, and the process spec. It starts nothing, so ``plan`` can call it too and compare labels.
+file, and the process spec. It starts nothing; with ``prepare=False`` (what ``plan`` passes) it
+writes nothing either and only describes the process, so ``plan`` can compare it with what runs.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llmctl.gateway.auth import ensure_dev_issuer
-from llmctl.gateway.config import GatewayConfig, config_from_blueprint, write_config
+from llmctl.gateway.auth import DEV_JWKS_FILE, dev_issuer_name, ensure_dev_issuer
+from llmctl.gateway.config import GatewayConfig, config_bytes, config_from_blueprint, write_config
+from llmctl.state import StackState
 
 COMPONENT_NAME = "gateway"
-CONFIG_FILE = "gateway/config.json"
 
 
 def gateway_config_path(state_dir: str | os.PathLike[str]) -> Path:
-    return Path(state_dir) / CONFIG_FILE
+    return StackState.at(state_dir).gateway_config
 
 
 def _chat_template(bp: Any) -> str | None:
@@ -35,17 +36,21 @@ def _chat_template(bp: Any) -> str | None:
         return None
 
 
-def _stable_port(state: Path, free_port: Any) -> int:
-    """The port chosen the first time, so re-planning an unchanged stack changes nothing."""
+def _stable_port(state: Path, free_port: Any, prepare: bool) -> int:
+    """The port chosen the first time, so re-planning an unchanged stack changes nothing.
+
+    Without ``prepare`` no port is chosen (0: the gateway is not running, so it starts anyway)."""
     from llmctl.local.supervisor import Supervisor
 
     rec = Supervisor(state).record(COMPONENT_NAME)
     if rec is not None and rec.ports.get("http"):
         return int(rec.ports["http"])
-    remembered = state / "gateway" / "port"
+    remembered = StackState.at(state).gateway_port_file
     try:
         return int(remembered.read_text().strip())
     except (OSError, ValueError):
+        if not prepare:
+            return 0
         port = int(free_port())
         remembered.parent.mkdir(parents=True, exist_ok=True)
         remembered.write_text(f"{port}\n")
@@ -63,20 +68,25 @@ def gateway_factory(
     """A ``ComponentFactory`` for ``LocalTarget(extra_components=...)``.
 
     The target calls it with itself and Triton's endpoints once Triton is up (and at plan time
-    with placeholders); ``index_dir`` defaults to ``<state_dir>/index``.
+    with placeholders and ``prepare=False``); ``index_dir`` defaults to the stack's index. The
+    engine version defaults to the LLM's local build key, so audit records name the exact model
+    repository that answered; the index version is read by the gateway from the index.
     """
 
-    def factory(target: Any, endpoints: Mapping[str, str]) -> Any:
+    def factory(target: Any, endpoints: Mapping[str, str], prepare: bool = True) -> Any:
         state = Path(target.state_dir)
+        engine = engine_hash or target.repository.keys(target.spec).get("ensemble", "")
         return gateway_component(
             state,
             bp,
             triton_url=endpoints.get("triton_http", ""),
             triton_grpc_url=endpoints.get("triton_grpc", ""),
-            index_dir=index_dir if index_dir is not None else state / "index",
+            index_dir=index_dir if index_dir is not None else target.state.index_dir,
             port=port,
-            engine_hash=engine_hash,
+            engine_hash=engine,
             index_hash=index_hash,
+            target=target.name,
+            prepare=prepare,
         )
 
     return factory
@@ -95,6 +105,7 @@ def gateway_component(
     target: str = "local",
     env: Mapping[str, str] | None = None,
     python: str = sys.executable,
+    prepare: bool = True,
 ) -> Any:
     """Prepare and describe the gateway process for ``Supervisor.start``.
 
@@ -109,14 +120,17 @@ def gateway_component(
     auth = bp.network.auth
     dev_jwks: str | None = None
     dev_issuer: str | None = None
-    if auth.mode == "oidc":
+    if auth.mode == "oidc" and prepare:
         dev = ensure_dev_issuer(
             state, audience=auth.audience or "llmctl", groups_claim=auth.groups_claim or "groups"
         )
         dev_jwks, dev_issuer = str(dev.jwks_path), dev.issuer
+    elif auth.mode == "oidc":  # what ensure_dev_issuer will say, without creating a key
+        dev_jwks = str(StackState.at(state).auth_dir / DEV_JWKS_FILE)
+        dev_issuer = dev_issuer_name(state)
     config: GatewayConfig = config_from_blueprint(
         bp,
-        chat_template=_chat_template(bp) if target == "local" else None,
+        chat_template=_chat_template(bp),
         state_dir=state,
         triton_url=triton_url,
         triton_grpc_url=triton_grpc_url,
@@ -127,9 +141,11 @@ def gateway_component(
         dev_issuer=dev_issuer,
         dev_jwks_path=dev_jwks,
     )
-    path = write_config(config, gateway_config_path(state))
-    port = port or _stable_port(state, free_port)
-    config_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    path = gateway_config_path(state)
+    if prepare:
+        write_config(config, path)
+    port = port or _stable_port(state, free_port, prepare)
+    config_sha = hashlib.sha256(config_bytes(config)).hexdigest()
     return ComponentSpec(
         name=COMPONENT_NAME,
         argv=(
@@ -145,7 +161,7 @@ def gateway_component(
         ),
         env=dict(os.environ if env is None else env),
         health_url=f"http://127.0.0.1:{port}/healthz",
-        log_file=state / "logs" / "gateway.log",
+        log_file=StackState.at(state).log_file(COMPONENT_NAME),
         ports={"http": port},
         labels={
             "blueprint_hash": config.blueprint_hash,

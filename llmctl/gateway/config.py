@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import LlmctlError
+from llmctl.state import StackState
 
 CONFIG_VERSION = 1
 
@@ -83,7 +84,6 @@ class LimitsConfig:
     triton_connect_timeout_s: float = 2.0
     triton_first_token_timeout_s: float = 30.0
     triton_token_timeout_s: float = 30.0
-    request_timeout_s: float = 120.0
     retrieval_timeout_s: float = 10.0
 
 
@@ -96,9 +96,7 @@ class GatewayConfig:
     triton_url: str = "http://127.0.0.1:8000"  # Triton HTTP (v2 protocol): generation, readiness
     triton_grpc_url: str = "127.0.0.1:8001"  # Triton gRPC: question embeddings (TritonEmbedder)
     llm_model: str = "ensemble"
-    embedder_model: str = "embedder"
     index_dir: str | None = None
-    index_table: str | None = None  # None: the retrieval package's default table
     blueprint_hash: str = ""
     engine_hash: str = ""
     index_hash: str = ""
@@ -200,9 +198,14 @@ def write_config(config: GatewayConfig, path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_bytes(config_bytes(config))
     os.replace(tmp, p)
     return p
+
+
+def config_bytes(config: GatewayConfig) -> bytes:
+    """The file ``write_config`` writes, so a plan can hash it without writing it."""
+    return (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def config_from_blueprint(
@@ -229,7 +232,8 @@ def config_from_blueprint(
     auth_bp = net.auth
     model = bp.model
     local_model = getattr(model, "local", None)
-    is_local = target == "local" and local_model is not None
+    kind = bp.targets[target].type if target in bp.targets else target
+    is_local = kind == "local" and local_model is not None
     if is_local:
         # The laptop model is not the production one: its own context and output budget apply.
         context_tokens = int(local_model.context_tokens)
@@ -269,7 +273,7 @@ def config_from_blueprint(
             burst=int(net.rate_limit.burst),
         ),
         audit=AuditConfig(
-            path=str(state / "audit" / "audit.jsonl"),
+            path=str(StackState.at(state).audit_file),
             include_question_text=bool(audit_bp.include_question_text),
             max_bytes=int(getattr(audit_bp, "rotate_bytes", 0) or AuditConfig.max_bytes),
         ),

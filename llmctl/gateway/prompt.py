@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 NO_SOURCE_ANSWER = (
     "No source available: I could not find a document you are allowed to read that answers "
@@ -28,15 +28,6 @@ SYSTEM_PROMPT = (
     "You answer questions about internal documents. Use only the numbered sources below. "
     "Cite the sources you use as [1], [2]. If the sources do not contain the answer, say so."
 )
-
-
-class HitLike(Protocol):
-    """What the gateway needs from a retrieval hit (``llmctl.retrieval`` Hit satisfies it)."""
-
-    doc_id: str
-    chunk_id: str
-    text: str
-    score: float
 
 
 @dataclass(frozen=True)

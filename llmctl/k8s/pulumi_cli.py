@@ -12,11 +12,12 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llmctl.errors import StackError
-from stacks.spec import StackSpec
+from llmctl.k8s.stackref import StackRef
+from llmctl.stacks.spec import StackSpec
+from llmctl.state import pulumi_backend_dir
 
 PROJECT = "llmctl"
 NO_CLI = (
@@ -45,8 +46,7 @@ def backend_url() -> str:
     url = os.environ.get("PULUMI_BACKEND_URL")
     if url:
         return url
-    home = Path(os.environ.get("LLMCTL_HOME") or Path.cwd() / ".llmctl").expanduser().resolve()
-    folder = home / "pulumi"
+    folder = pulumi_backend_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return f"file://{folder}"
 
@@ -60,8 +60,8 @@ def require_passphrase() -> None:
     )
 
 
-def stack_name(spec: StackSpec) -> str:
-    return f"{spec.name}-{spec.target}"
+def stack_name(ref: StackRef | StackSpec) -> str:
+    return f"{ref.name}-{ref.target}"
 
 
 @dataclass
@@ -77,13 +77,16 @@ class PreviewSummary:
         return {"stack": self.stack, "changes": self.changes, "changed": self.changed}
 
 
-def select_stack(spec: StackSpec) -> Any:
-    """Create or select the stack for this blueprint and target, with the program inline."""
+def select_stack(spec: StackRef | StackSpec) -> Any:
+    """Create or select the stack for this blueprint and target, with the program inline.
+
+    A bare ``StackRef`` (status, destroy) gets an empty program: those operations read the
+    stack's state and never run the program."""
     require_cli()
     require_passphrase()
     from pulumi import automation as auto
 
-    from stacks.program import program
+    from llmctl.stacks.program import program
 
     settings = auto.ProjectSettings(
         name=PROJECT, runtime="python", backend=auto.ProjectBackend(backend_url())
@@ -91,7 +94,10 @@ def select_stack(spec: StackSpec) -> Any:
     opts = auto.LocalWorkspaceOptions(project_settings=settings, secrets_provider="passphrase")
     try:
         stack = auto.create_or_select_stack(
-            stack_name=stack_name(spec), project_name=PROJECT, program=program(spec), opts=opts
+            stack_name=stack_name(spec),
+            project_name=PROJECT,
+            program=program(spec) if isinstance(spec, StackSpec) else _no_program,
+            opts=opts,
         )
         if spec.context:
             stack.set_config("kubernetes:context", auto.ConfigValue(spec.context))
@@ -100,6 +106,10 @@ def select_stack(spec: StackSpec) -> Any:
             f"pulumi: cannot open stack {stack_name(spec)!r}: {_first_line(exc)}"
         ) from exc
     return stack
+
+
+def _no_program() -> None:
+    """The program of a stack opened by identity only (never run by destroy or outputs)."""
 
 
 def _first_line(exc: Exception) -> str:
@@ -152,7 +162,7 @@ def up(spec: StackSpec, on_line: OnLine | None = None) -> dict[str, Any]:
     }
 
 
-def destroy(spec: StackSpec, on_line: OnLine | None = None) -> dict[str, Any]:
+def destroy(spec: StackRef | StackSpec, on_line: OnLine | None = None) -> dict[str, Any]:
     from pulumi import automation as auto
 
     stack = select_stack(spec)
@@ -163,6 +173,6 @@ def destroy(spec: StackSpec, on_line: OnLine | None = None) -> dict[str, Any]:
     return {"stack": stack_name(spec), "changes": dict(result.summary.resource_changes or {})}
 
 
-def outputs(spec: StackSpec) -> dict[str, Any]:
+def outputs(spec: StackRef | StackSpec) -> dict[str, Any]:
     stack = select_stack(spec)
     return {k: v.value for k, v in stack.outputs().items()}

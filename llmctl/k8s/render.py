@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from stacks.spec import StackSpec
+from llmctl.stacks.spec import StackSpec
 
 K8S_PREFIX = "kubernetes:"
 #: Apply order for people and tools reading the folder (registration order is not deterministic).
@@ -74,7 +74,7 @@ def run_program(spec: StackSpec) -> list[Recorded]:
     """Every resource ``stacks.program.define(spec)`` registers, in registration order."""
     import pulumi
 
-    from stacks.program import define
+    from llmctl.stacks.program import define
 
     class RecordingMocks(pulumi.runtime.Mocks):
         def __init__(self) -> None:

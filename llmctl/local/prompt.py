@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 
 CHATML = (
     "{% for message in messages %}"
@@ -70,7 +69,3 @@ def format_chat(
         bos_token="",
         eos_token="",
     )
-
-
-def format_for_gguf(messages: Sequence[Mapping[str, str]], gguf: Path | str) -> str:
-    return format_chat(messages, gguf_chat_template(str(gguf)))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.assets import asset_dir
 from llmctl.errors import BuildError
 from llmctl.local.onnx_export import EXPORT_FORMAT, OPSET, export_embedder
 from llmctl.local.spec import LocalStackSpec
@@ -45,7 +46,7 @@ def templates_root() -> Path:
     override = os.environ.get(ENV_TEMPLATES)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "engines" / "local"
+    return asset_dir("engines") / "local"
 
 
 # -- file digests ------------------------------------------------------------------------------

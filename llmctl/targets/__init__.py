@@ -1,33 +1,43 @@
 """Deployment targets: one interface, several places to run the same blueprint.
 
-A target turns a resolved plan into running components and reports on them. ``local`` runs
-processes on this machine (``llmctl.targets.local``); ``kubernetes`` runs Pulumi programs.
-The CLI speaks only this protocol, so a new target needs no new verbs.
+A target turns a blueprint into running components and reports on them. ``local`` runs
+processes on this machine (``llmctl.targets.local``); ``kubernetes`` runs the Pulumi program
+(``llmctl.targets.kubernetes``). ``target_for`` is the only place that assembles one, and the CLI
+speaks only the ``Target`` protocol, so a new target needs no new verbs.
+
+Every call returns a typed result with ``to_dict()`` (what ``--output json`` prints) and
+``summary()`` (the lines a person reads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-#: Progress events from the core: a short human-readable line; the CLI decides how to show it.
-ProgressFn = Callable[[str], None]
+from llmctl.targets.base import DestroyResult, ProgressFn, Result, Target
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
+
+__all__ = ["DestroyResult", "ProgressFn", "Result", "Target", "target_for"]
 
 
-@runtime_checkable
-class Target(Protocol):
-    """plan -> apply -> status -> destroy, each returning plain data the CLI can render or dump."""
+def target_for(bp: Blueprint, name: str, *, home: Path | None = None) -> Target:
+    """The target ``name`` of ``bp``, with every component it runs.
 
-    name: str
+    Local: Triton plus, when retrieval answers questions, the gateway, with state in
+    ``llmctl.state.StackState.of(bp.name, name)``. Kubernetes: the Pulumi stack
+    ``<blueprint>-<target>``; only ``build``, ``plan`` and ``apply`` size the blueprint.
+    """
+    kind = bp.target(name).type
+    if kind == "local":
+        from llmctl.targets.local import local_target
 
-    def plan(self) -> Any:
-        """What ``apply`` would change, without changing anything."""
+        return local_target(bp, name, home=home)
+    if kind == "kubernetes":
+        from llmctl.targets.kubernetes import KubernetesTarget
 
-    def apply(self, plan: Any | None = None, on_progress: ProgressFn | None = None) -> Any:
-        """Make the running stack match the plan; idempotent."""
+        return KubernetesTarget(bp, name)
+    from llmctl.errors import LlmctlError
 
-    def status(self) -> Any:
-        """What runs, how healthy it is, and whether it matches the plan."""
-
-    def destroy(self, on_progress: ProgressFn | None = None) -> Any:
-        """Stop everything this target started and clean up its state."""
+    raise LlmctlError(f"target {name!r} has type {kind!r}, which llmctl cannot run")

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import StackError
-from llmctl.targets import ProgressFn
-from stacks.spec import StackSpec, spec_from_blueprint
+from llmctl.k8s.stackref import StackRef
+from llmctl.stacks.spec import StackSpec, spec_from_blueprint
+from llmctl.targets.base import ProgressFn, Result
 
 
 @dataclass
-class KubernetesPlan:
+class KubernetesPlan(Result):
     """What ``apply`` would change; ``exit_code`` follows ``terraform plan -detailed-exitcode``."""
 
     stack: str
@@ -52,9 +53,13 @@ class KubernetesPlan:
             "index_hash": self.spec.index_hash,
         }
 
+    def summary(self) -> list[str]:
+        changes = ", ".join(f"{k} {v}" for k, v in sorted(self.changes.items())) or "nothing"
+        return [f"stack {self.stack!r}: {changes}"]
+
 
 @dataclass
-class RenderOutput:
+class RenderOutput(Result):
     out_dir: Path
     files: list[Path]
     schema_version: str
@@ -79,6 +84,14 @@ class RenderOutput:
             "ok": self.ok,
         }
 
+    def summary(self) -> list[str]:
+        lines = [
+            f"wrote {len(self.files)} manifests to {self.out_dir} (+ kustomization.yaml)",
+            f"validated {len(self.validated)} against Kubernetes {self.schema_version} schemas",
+        ]
+        lines += [f"note: {line}" for line in self.skipped + self.notes]
+        return lines + [f"invalid: {line}" for line in self.errors]
+
 
 def resolve_spec(
     bp: Any, target_name: str, *, capacity_plan: Any = None, build_job: dict[str, Any] | None = None
@@ -95,16 +108,107 @@ def resolve_spec(
     return spec_from_blueprint(bp, target_name, capacity_plan, build_job=build_job)
 
 
-class KubernetesTarget:
-    """plan → apply → status → destroy for a kubernetes target (see ``llmctl.targets.Target``)."""
+@dataclass(frozen=True)
+class KubernetesApply(Result):
+    stack: str
+    changes: dict[str, int]
+    outputs: dict[str, Any]
 
-    def __init__(self, spec: StackSpec) -> None:
-        self.spec = spec
-        self.name = spec.target
+    def summary(self) -> list[str]:
+        return [f"applied {self.changes}; gateway: {self.outputs.get('url')}"]
+
+
+@dataclass(frozen=True)
+class KubernetesStatus(Result):
+    stack: str
+    deployed: bool
+    outputs: dict[str, Any]
+    rollout: dict[str, Any]
+    stale: list[str]
+    ok: bool
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        lines = [f"stack {self.stack!r} (kubernetes): {'deployed' if self.deployed else 'absent'}"]
+        lines += [f"  {k:20} {v}" for k, v in self.outputs.items()]
+        for name, r in self.rollout.items():
+            ready = (
+                f"{r.get('ready_replicas')}/{r.get('replicas')} ready"
+                if r.get("known")
+                else r.get("detail")
+            )
+            lines.append(f"  rollout {name}: {ready}")
+        lines += [f"problem: {k} differs from the blueprint (run `llmctl up`)" for k in self.stale]
+        return lines + [f"note: {n}" for n in self.notes]
+
+
+@dataclass(frozen=True)
+class KubernetesDestroy(Result):
+    stack: str
+    changes: dict[str, int]
+
+    def summary(self) -> list[str]:
+        return [f"stack {self.stack} destroyed: {self.changes}"]
+
+
+class KubernetesTarget:
+    """build → plan → apply → status → destroy for a kubernetes target (``llmctl.targets.Target``).
+
+    The stack's identity (``<blueprint>-<target>`` and the kubeconfig context) comes straight from
+    the blueprint, so ``status`` and ``destroy`` work even when the blueprint no longer sizes; the
+    full spec (which runs the capacity planner) is resolved only by what needs it.
+    """
+
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        bp: Any,
+        name: str,
+        *,
+        capacity_plan: Any = None,
+        build_job: dict[str, Any] | None = None,
+        spec: StackSpec | None = None,
+    ) -> None:
+        target = bp.target(name) if bp is not None else None
+        if target is not None and target.type != "kubernetes":
+            raise StackError(f"target {name!r} is a {target.type} target, not kubernetes")
+        self.bp = bp
+        self.name = name
+        self._capacity_plan = capacity_plan
+        self._build_job = build_job
+        self._spec = spec
+        if spec is not None:
+            self.ref = StackRef(spec.name, spec.target, spec.context)
+        else:
+            self.ref = StackRef(bp.name, name, target.context if target else None)
 
     @classmethod
-    def from_blueprint(cls, bp: Any, target_name: str, **kwargs: Any) -> KubernetesTarget:
-        return cls(resolve_spec(bp, target_name, **kwargs))
+    def from_spec(cls, spec: StackSpec) -> KubernetesTarget:
+        """A target for an already resolved spec (tests, and callers that sized already)."""
+        return cls(None, spec.target, spec=spec)
+
+    @property
+    def spec(self) -> StackSpec:
+        if self._spec is None:
+            self._spec = resolve_spec(
+                self.bp, self.name, capacity_plan=self._capacity_plan, build_job=self._build_job
+            )
+        return self._spec
+
+    def build(
+        self,
+        on_progress: ProgressFn | None = None,
+        *,
+        dry_run: bool = False,
+        emit_job: Path | None = None,
+    ) -> Any:
+        """The TensorRT-LLM engine and its model repository (``llmctl.engine.build``)."""
+        from llmctl.engine.build import build_production
+
+        return build_production(
+            self.bp, self.name, dry_run=dry_run, emit_job=emit_job, progress=on_progress
+        )
 
     def render(self, out_dir: str | Path) -> RenderOutput:
         """Write the manifests (one file per object + kustomization.yaml) and validate them."""
@@ -132,44 +236,52 @@ class KubernetesTarget:
 
     def apply(
         self, plan: Any | None = None, on_progress: ProgressFn | None = None
-    ) -> dict[str, Any]:
+    ) -> KubernetesApply:
         """Pulumi up. Confirmation is the caller's (the CLI asks unless -y) after showing ``plan()``."""
         from llmctl.k8s import pulumi_cli
 
-        return pulumi_cli.up(self.spec, on_progress)
+        return KubernetesApply(**pulumi_cli.up(self.spec, on_progress))
 
-    def status(self) -> dict[str, Any]:
-        """The stack's outputs, plus each Deployment's rollout where kubectl and a kubeconfig are."""
+    def status(self) -> KubernetesStatus:
+        """The stack's outputs, plus each Deployment's rollout where kubectl and a kubeconfig are.
+
+        Needs only the stack's identity; whether it is stale is said when the blueprint sizes."""
+        from llmctl.errors import LlmctlError
         from llmctl.k8s import pulumi_cli
 
-        outputs = pulumi_cli.outputs(self.spec)
+        outputs = pulumi_cli.outputs(self.ref)
         rollout = {}
         for key in ("triton_deployment", "gateway_deployment"):
             if key in outputs:
                 rollout[outputs[key]] = self._rollout(str(outputs[key]))
-        expected = {
-            "engine_hash": self.spec.engine_hash,
-            "blueprint_hash": self.spec.blueprint_hash,
-        }
-        stale = [k for k, v in expected.items() if outputs.get(k) not in (None, v)]
-        return {
-            "stack": pulumi_cli.stack_name(self.spec),
-            "deployed": bool(outputs),
-            "outputs": outputs,
-            "rollout": rollout,
-            "stale": stale,
-            "ok": bool(outputs)
-            and not stale
-            and all(r.get("ready", True) for r in rollout.values()),
-        }
+        notes: list[str] = []
+        stale: list[str] = []
+        try:
+            expected = {
+                "engine_hash": self.spec.engine_hash,
+                "blueprint_hash": self.spec.blueprint_hash,
+            }
+            stale = [k for k, v in expected.items() if outputs.get(k) not in (None, v)]
+        except LlmctlError as exc:
+            notes.append(f"cannot tell whether the stack is stale: {exc}")
+        return KubernetesStatus(
+            stack=pulumi_cli.stack_name(self.ref),
+            deployed=bool(outputs),
+            outputs=outputs,
+            rollout=rollout,
+            stale=stale,
+            ok=bool(outputs) and not stale and all(r.get("ready", True) for r in rollout.values()),
+            notes=notes,
+        )
 
     def _rollout(self, deployment: str) -> dict[str, Any]:
         kubectl = shutil.which("kubectl")
         if kubectl is None:
             return {"known": False, "detail": "kubectl not installed"}
-        cmd = [kubectl, "get", "deployment", deployment, "-n", self.spec.namespace, "-o", "json"]
-        if self.spec.context:
-            cmd[1:1] = ["--context", self.spec.context]
+        namespace = self.bp.target(self.name).namespace if self.bp else self.spec.namespace
+        cmd = [kubectl, "get", "deployment", deployment, "-n", namespace, "-o", "json"]
+        if self.ref.context:
+            cmd[1:1] = ["--context", self.ref.context]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -190,7 +302,8 @@ class KubernetesTarget:
             "ready": want > 0 and ready == want,
         }
 
-    def destroy(self, on_progress: ProgressFn | None = None) -> dict[str, Any]:
+    def destroy(self, on_progress: ProgressFn | None = None) -> KubernetesDestroy:
+        """Pulumi destroy of the stack by its identity alone (no sizing, no program run)."""
         from llmctl.k8s import pulumi_cli
 
-        return pulumi_cli.destroy(self.spec, on_progress)
+        return KubernetesDestroy(**pulumi_cli.destroy(self.ref, on_progress))

@@ -1,10 +1,12 @@
 """The ``local`` target: the whole stack as supervised processes on this machine.
 
 Triton (from the nvidia-pytriton wheel) serves ``ensemble`` and ``embedder`` from a model
-repository under the stack's state directory, ``$LLMCTL_HOME/<blueprint>/local/``. Triton runs
+repository under the stack's state directory (``llmctl.state.StackState``:
+``$LLMCTL_HOME/<blueprint>/<target>/``). Triton runs
 with explicit model control, so applying a changed plan reloads only the models whose build key
 changed, without a restart. Further components (the gateway) plug in as ``ComponentFactory``
-functions and are started after Triton by the same ``apply``.
+functions and are started after Triton by the same ``apply``; ``local_target`` assembles the
+stack a blueprint asks for.
 
 State directory layout::
 
@@ -25,153 +27,77 @@ import json
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import BuildError, StackError
 from llmctl.local import tritonserver
 from llmctl.local.repository import LocalRepository, ModelBuild
-from llmctl.local.smoke import SmokeResult, run_smoke
+from llmctl.local.smoke import run_smoke
 from llmctl.local.spec import LocalStackSpec
 from llmctl.local.supervisor import (
-    ComponentHealth,
     ComponentSpec,
     Supervisor,
     free_port,
     log_tail,
 )
-from llmctl.targets import ProgressFn
+from llmctl.state import StackState
+from llmctl.targets.base import DestroyResult, ProgressFn
+from llmctl.targets.local_results import (
+    Action,
+    ApplyResult,
+    LocalBuild,
+    LocalPlan,
+    ModelStatus,
+    StackStatus,
+)
 
-ENV_HOME = "LLMCTL_HOME"
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
+
 TRITON = "triton"
 #: Builds the spec of an extra component once Triton's endpoints are known (e.g. the gateway).
-ComponentFactory = Callable[["LocalTarget", Mapping[str, str]], ComponentSpec]
+#: ``prepare`` is False at plan time: describe the component, write nothing.
+ComponentFactory = Callable[["LocalTarget", Mapping[str, str], bool], ComponentSpec]
 
 
-def stacks_home() -> Path:
-    return Path(os.environ.get(ENV_HOME) or Path.cwd() / ".llmctl").expanduser().resolve()
+def local_target(bp: Blueprint, name: str = "local", *, home: Path | None = None) -> LocalTarget:
+    """The local target of a blueprint: Triton plus, when retrieval serves answers, the gateway."""
+    from llmctl.gateway.component import gateway_factory
+    from llmctl.local.spec import local_spec_from_blueprint
+
+    return LocalTarget(
+        local_spec_from_blueprint(bp),
+        target=name,
+        home=home,
+        extra_components=(gateway_factory(bp),),
+    )
 
 
 def _noop(_: str) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class Action:
-    verb: str  # build | start | restart | load | reload | unload
-    subject: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.verb} {self.subject}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class LocalPlan:
-    stack: str
-    models: dict[str, str]  # model -> build key it should serve
-    actions: tuple[Action, ...]
-    plan_hash: str
-    target: str = "local"
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.actions)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["changed"] = self.changed
-        return d
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    plan: LocalPlan
-    changed: bool
-    endpoints: dict[str, str]
-    built: tuple[str, ...]
-    loaded: tuple[str, ...]
-    smoke: SmokeResult | None
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["plan"] = self.plan.to_dict()
-        return d
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    name: str
-    version: str
-    state: str  # READY | UNAVAILABLE | LOADING | UNLOADING | absent
-    key: str | None  # build key Triton is serving
-    expected_key: str | None  # build key the applied plan asked for
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class StackStatus:
-    stack: str
-    state: str  # running | degraded | stopped
-    components: tuple[ComponentHealth, ...]
-    models: tuple[ModelStatus, ...]
-    endpoints: dict[str, str]
-    plan_hash: str | None
-    state_dir: str
-    target: str = "local"
-    problems: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def ok(self) -> bool:
-        return self.state in ("running", "stopped")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["components"] = [asdict(c) for c in self.components]
-        return d
-
-
-# -- Triton's HTTP control plane ---------------------------------------------------------------
-def _http(
-    base: str, method: str, path: str, body: Any = None, timeout_s: float = 10.0
-) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - loopback
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else None
-        except ValueError:
-            return exc.code, {"error": raw.decode(errors="replace")}
-
-
 class LocalTarget:
     """plan / apply / status / destroy for one blueprint on this machine."""
 
-    name = "local"
+    kind = "local"
 
     def __init__(
         self,
         spec: LocalStackSpec,
         *,
+        target: str = "local",
         home: Path | None = None,
         cache: Path | None = None,
         extra_components: tuple[ComponentFactory, ...] = (),
     ) -> None:
         self.spec = spec
-        self.state_dir = (home or stacks_home()) / spec.name / "local"
+        self.name = target
+        self.state = StackState.of(spec.name, target, home)
+        self.state_dir = self.state.dir
         self.repository = LocalRepository(cache)
         self.supervisor = Supervisor(self.state_dir)
         self.extra_components = extra_components
@@ -183,10 +109,10 @@ class LocalTarget:
 
     @property
     def stack_file(self) -> Path:
-        return self.state_dir / "stack.json"
+        return self.state.stack_file
 
     def log_file(self, component: str) -> Path:
-        return self.state_dir / "logs" / f"{component}.log"
+        return self.state.log_file(component)
 
     def _applied(self) -> dict[str, Any]:
         try:
@@ -235,34 +161,49 @@ class LocalTarget:
     # -- what Triton serves --------------------------------------------------------------------
     def served_models(self, timeout_s: float = 5.0) -> dict[str, ModelStatus]:
         """Triton's own view: each model's state and the build key in its loaded config."""
+        from llmctl.triton_client import ControlError, ModelControl
+
         eps = self.endpoints()
         if not eps:
             return {}
-        base = eps["triton_http"]
         expected = self._applied().get("models", {})
-        status, index = _http(base, "POST", "/v2/repository/index", {}, timeout_s)
-        if status != 200 or not isinstance(index, list):
-            return {}
         out: dict[str, ModelStatus] = {}
-        for entry in index:
-            name = entry.get("name", "")
-            key = None
-            if entry.get("state") == "READY":
-                st, cfg = _http(base, "GET", f"/v2/models/{name}/config", None, timeout_s)
-                if st == 200 and isinstance(cfg, dict):
-                    key = cfg.get("parameters", {}).get("llmctl_build_key", {}).get("string_value")
-            out[name] = ModelStatus(
-                name=name,
-                version=str(entry.get("version", "")),
-                state=entry.get("state", "absent") or "absent",
-                key=key,
-                expected_key=expected.get(name),
-                reason=entry.get("reason", "") or "",
-            )
+        try:
+            with ModelControl(eps["triton_grpc"]) as control:
+                for entry in control.index(timeout_s):
+                    ready = entry.state == "READY"
+                    out[entry.name] = ModelStatus(
+                        name=entry.name,
+                        version=entry.version,
+                        state=entry.state or "absent",
+                        key=control.build_key(entry.name, timeout_s) if ready else None,
+                        expected_key=expected.get(entry.name),
+                        reason=entry.reason,
+                    )
+        except ControlError:
+            return {}
         return out
 
-    # -- plan ------------------------------------------------------------------------------------
-    def plan(self) -> LocalPlan:
+    # -- build and plan ----------------------------------------------------------------------------
+    def build(
+        self,
+        on_progress: ProgressFn | None = None,
+        *,
+        dry_run: bool = False,
+        emit_job: Path | None = None,
+    ) -> LocalBuild:
+        """The model repository in the content-addressed cache (nothing in the stack's state)."""
+        if dry_run or emit_job:
+            raise StackError(
+                "--dry-run and --emit-job apply to kubernetes targets (TensorRT-LLM engines)"
+            )
+        try:
+            builds = self.repository.build(self.spec, on_progress)
+        except BuildError as exc:
+            raise StackError(str(exc)) from exc
+        return LocalBuild(self.name, tuple(builds))
+
+    def plan(self, on_progress: ProgressFn | None = None) -> LocalPlan:
         """Compare what the spec asks for with what runs; change nothing."""
         try:
             desired = self.repository.keys(self.spec)
@@ -300,14 +241,16 @@ class LocalTarget:
                 if name not in desired and now.state == "READY":
                     actions.append(Action("unload", name, "no longer in the blueprint"))
         for factory in self.extra_components:
-            spec = factory(self, self.endpoints() or self._placeholder_endpoints())
+            spec = _with_identity(
+                factory(self, self.endpoints() or self._placeholder_endpoints(), False)
+            )
             if not self.supervisor.is_running(spec.name) or not self._same(spec):
                 actions.append(Action("start", spec.name, "not running or changed"))
 
         plan_hash = hashlib.sha256(
             json.dumps({"models": desired, "triton": triton_id}, sort_keys=True).encode()
         ).hexdigest()[:16]
-        return LocalPlan(self.spec.name, desired, tuple(actions), plan_hash)
+        return LocalPlan(self.spec.name, desired, tuple(actions), plan_hash, self.name)
 
     def _placeholder_endpoints(self) -> dict[str, str]:
         return {"triton_http": "", "triton_grpc": "", "triton_metrics": ""}
@@ -447,37 +390,34 @@ class LocalTarget:
         )
 
     def _load_model(self, name: str, deadline: float, say: ProgressFn, reload: bool) -> None:
-        base = self.endpoints()["triton_http"]
+        from llmctl.triton_client import ControlError, ModelControl
+
         say(f"{'reloading' if reload else 'loading'} model {name}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             self._not_ready(name, "no time left")
-        try:
-            status, body = _http(base, "POST", f"/v2/repository/models/{name}/load", {}, remaining)
-        except (TimeoutError, urllib.error.URLError) as exc:
-            if not self.supervisor.is_running(TRITON):
-                self._crashed(f"Triton exited while loading {name}")
-            self._not_ready(name, str(getattr(exc, "reason", exc)))
-        if status != 200:
-            if not self.supervisor.is_running(TRITON):
-                self._crashed(f"Triton exited while loading {name}")
-            message = (
-                (body or {}).get("error", f"HTTP {status}") if isinstance(body, dict) else status
-            )
-            message = str(message).strip().splitlines()[0] if str(message).strip() else status
-            keep = " (the previous version keeps serving)" if reload else ""
-            raise StackError(
-                f"model {name} failed to load{keep}: {message}; see {self.log_file(TRITON)}:\n"
-                + log_tail(self.log_file(TRITON), keywords=(name, "error", "exception"))
-            )
-        status, _ = _http(base, "GET", f"/v2/models/{name}/ready", None, 5.0)
-        if status != 200:
-            self._not_ready(name, f"HTTP {status} from /v2/models/{name}/ready")
+        with ModelControl(self.endpoints()["triton_grpc"]) as control:
+            try:
+                control.load(name, remaining)
+            except ControlError as exc:
+                if not self.supervisor.is_running(TRITON):
+                    self._crashed(f"Triton exited while loading {name}")
+                if exc.unreachable:
+                    self._not_ready(name, str(exc))
+                keep = " (the previous version keeps serving)" if reload else ""
+                raise StackError(
+                    f"model {name} failed to load{keep}: {exc}; see {self.log_file(TRITON)}:\n"
+                    + log_tail(self.log_file(TRITON), keywords=(name, "error", "exception"))
+                ) from exc
+            if not control.model_ready(name):
+                self._not_ready(name, f"Triton says {name} is not ready")
 
     def _unload_model(self, name: str, say: ProgressFn) -> None:
+        from llmctl.triton_client import ModelControl
+
         say(f"unloading model {name}")
-        base = self.endpoints()["triton_http"]
-        _http(base, "POST", f"/v2/repository/models/{name}/unload", {}, 30.0)
+        with ModelControl(self.endpoints()["triton_grpc"]) as control:
+            control.unload(name)
         shutil.rmtree(self.models_dir / name, ignore_errors=True)
 
     def _not_ready(self, name: str, detail: str) -> None:
@@ -496,8 +436,7 @@ class LocalTarget:
     def _start_extra_components(self, deadline: float, say: ProgressFn) -> None:
         endpoints = self.endpoints()
         for factory in self.extra_components:
-            spec = factory(self, endpoints)
-            spec = _with_identity(spec)
+            spec = _with_identity(factory(self, endpoints, True))
             if self.supervisor.is_running(spec.name) and self._same(spec):
                 continue
             self.supervisor.stop(spec.name)
@@ -537,7 +476,14 @@ class LocalTarget:
         records = self.supervisor.records()
         if not records:
             return StackStatus(
-                self.spec.name, "stopped", (), (), {}, applied.get("plan_hash"), str(self.state_dir)
+                self.spec.name,
+                "stopped",
+                (),
+                (),
+                {},
+                applied.get("plan_hash"),
+                str(self.state_dir),
+                self.name,
             )
         components = tuple(self.supervisor.health(r.name) for r in records)
         problems = [
@@ -565,16 +511,17 @@ class LocalTarget:
             endpoints=self.endpoints(),
             plan_hash=applied.get("plan_hash"),
             state_dir=str(self.state_dir),
+            target=self.name,
             problems=tuple(problems),
         )
 
-    def destroy(self, on_progress: ProgressFn | None = None) -> list[str]:
+    def destroy(self, on_progress: ProgressFn | None = None) -> DestroyResult:
         """Stop every component (SIGTERM, then SIGKILL the group) and remove the runtime state."""
         say = on_progress or _noop
         with self._locked():
             for rec in self.supervisor.records():
                 say(f"stopping {rec.name} (pid {rec.pid})")
-            return self._teardown()
+            return DestroyResult(self.spec.name, self.name, tuple(self._teardown()))
 
 
 def _identity(spec: ComponentSpec) -> str:

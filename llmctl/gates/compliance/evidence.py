@@ -1,0 +1,96 @@
+"""What the compliance checks read: the ``Evidence`` of one run and the files behind it.
+
+Evidence points at files (responses, audit trail) instead of holding them, so a test or an
+auditor can tamper with a recorded run and re-judge it; ``evidence.json`` is the saved pointer set
+(``save_evidence`` / ``load_evidence``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Evidence:
+    """Paths and figures the compliance checks read."""
+
+    responses_file: Path
+    audit_file: Path | None = None
+    listeners: dict[str, list[str]] | None = None  # component -> ["127.0.0.1:8000", ...]
+    endpoints: dict[str, str] = field(default_factory=dict)  # what the stack's clients call
+    load_figures: dict[str, Any] | None = None
+    load_thresholds: Any = None  # LoadGate
+    doc_acls: dict[str, Sequence[str]] = field(default_factory=dict)
+    manifests: dict[str, list[dict[str, Any]] | str] = field(
+        default_factory=dict
+    )  # target -> docs or why not
+
+
+def write_responses(path: Path, responses: Iterable[dict[str, Any]]) -> int:
+    """One JSON line per response (sorted keys, so two runs diff cleanly); returns the count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in responses:
+            fh.write(json.dumps(r, sort_keys=True) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every non-blank line of a JSONL file, parsed."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    """The audit file and its rotated predecessors (``audit.jsonl.1`` …), oldest first."""
+    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -_suffix(p)) + [path]
+    records: list[dict[str, Any]] = []
+    for f in files:
+        if f.is_file() and _suffix(f) >= 0:
+            records += read_jsonl(f)
+    return records
+
+
+def _suffix(p: Path) -> int:
+    tail = p.name.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else (0 if p.suffix == ".jsonl" else -1)
+
+
+def save_evidence(evidence_dir: Path, ev: Evidence) -> None:
+    """What the compliance gate is about to read (except the big files it points at)."""
+    doc = {
+        "responses_file": str(ev.responses_file),
+        "audit_file": str(ev.audit_file),
+        "listeners": ev.listeners,
+        "endpoints": ev.endpoints,
+        "load_figures": ev.load_figures,
+        "doc_acls": ev.doc_acls,
+        "manifests": {
+            k: (v if isinstance(v, str) else f"{len(v)} manifests") for k, v in ev.manifests.items()
+        },
+    }
+    (evidence_dir / "evidence.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def load_evidence(evidence_dir: Path, load_thresholds: Any = None) -> Evidence:
+    """The Evidence a previous run saved (to re-judge it, e.g. after planting a violation)."""
+    doc = json.loads((evidence_dir / "evidence.json").read_text())
+    return Evidence(
+        responses_file=Path(doc["responses_file"]),
+        audit_file=Path(doc["audit_file"]) if doc.get("audit_file") else None,
+        listeners=doc.get("listeners"),
+        endpoints=doc.get("endpoints") or {},
+        load_figures=doc.get("load_figures"),
+        load_thresholds=load_thresholds,
+        doc_acls=doc.get("doc_acls") or {},
+    )

@@ -1,0 +1,78 @@
+"""The compliance gate's run: the probe user's questions, then every requirement on the evidence.
+
+It collects what ``llmctl.gates.compliance`` judges: the responses this run recorded (written to
+``evidence/responses.jsonl`` even when the gate is skipped, so a failed run keeps them), the
+stack's audit file, listeners and endpoints, the load figures and the rendered manifests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmctl.gates import compliance, quality
+from llmctl.gates.askers import probe_groups
+from llmctl.gates.results import GateResult
+from llmctl.gates.steps.base import GateContext
+
+NAME = "compliance"
+
+
+def record_responses(ctx: GateContext) -> Path:
+    """Every response this run recorded, as the JSONL file the compliance checks read."""
+    path = ctx.evidence_dir / "responses.jsonl"
+    compliance.write_responses(path, ctx.evidence.responses)
+    return path
+
+
+def run(ctx: GateContext) -> GateResult:
+    """The probe user asks the restricted questions; the evidence is saved, then judged."""
+    stack, bp = ctx.stack, ctx.bp
+    restricted = [
+        dict(q, asker_groups=probe_groups(bp))
+        for q in ctx.questions
+        if q.get("kind") == "restricted"
+    ]
+    if restricted:
+        ctx.say(NAME, f"probe user asks {len(restricted)} restricted questions", None)
+        ctx.evidence.responses += quality.ask_all(
+            stack.gateway_url,
+            restricted,
+            stack.token_for,
+            workers=ctx.options.quality_workers,
+            source="probe",
+        )
+    responses_file = record_responses(ctx)
+    load_result = ctx.evidence.load_result
+    ev = compliance.Evidence(
+        responses_file=responses_file,
+        audit_file=stack.audit_file,
+        listeners=stack.listeners(),
+        endpoints=stack.endpoints(),
+        load_figures=load_result["figures"] if load_result else None,
+        load_thresholds=ctx.thresholds.load if ctx.result.gate("load") is not None else None,
+        doc_acls=ctx.doc_acls,
+        manifests=kubernetes_manifests(bp),
+    )
+    compliance.save_evidence(ctx.evidence_dir, ev)
+    return compliance.check_compliance(bp, ctx.target_spec, ev)
+
+
+def kubernetes_manifests(bp: Any) -> dict[str, list[dict[str, Any]] | str]:
+    """Rendered manifests of each kubernetes target (Pulumi mocks, no cluster), or why not."""
+    out: dict[str, list[dict[str, Any]] | str] = {}
+    targets = [t for t in bp.targets.values() if t.type == "kubernetes"]
+    if not targets:
+        return out
+    try:
+        from llmctl.k8s.render import render
+        from llmctl.targets.kubernetes import resolve_spec
+    except ImportError as exc:
+        why = f"cannot render kubernetes manifests here ({exc}); install llmctl[k8s]"
+        return {t.name: why for t in targets}
+    for t in targets:
+        try:
+            out[t.name] = [dict(m) for m in render(resolve_spec(bp, t.name)).manifests]
+        except Exception as exc:  # another component's failure: report it, do not crash verify
+            out[t.name] = f"render failed: {type(exc).__name__}: {exc}"
+    return out

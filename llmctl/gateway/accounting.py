@@ -1,0 +1,166 @@
+"""Per-request bookkeeping: what one request accumulates on its way to its single audit record,
+its metrics and its one log line.
+
+Why one object per request with one exit: every request to ``/v1/*`` that reaches a handler must
+end with exactly one audit record and one ``requests`` metric increment, whatever its outcome.
+``RequestAccount.finish`` (and ``finish_now`` where the task is being cancelled) is the only place
+that does either, and it refuses to run twice, so the pipeline can call it on every path, the
+``finally`` of a stream included, without counting anything twice.
+
+Logs carry counts and the request id, never text; the question's text reaches the audit record
+only when the blueprint allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.concurrency import run_in_threadpool
+
+from llmctl.gateway.audit import AuditLog, AuditRecord, sha256_text, utc_now_iso
+from llmctl.gateway.auth import Principal
+from llmctl.gateway.config import GatewayConfig
+from llmctl.gateway.metrics import GatewayMetrics
+from llmctl.gateway.prompt import PromptPlan
+from llmctl.gateway.protocol import AskResponse, Citation, Usage
+
+log = logging.getLogger("llmctl.gateway")
+
+
+class Books(Protocol):
+    """Where a request's accounts go: the gateway's config, metrics and audit log."""
+
+    config: GatewayConfig
+    metrics: GatewayMetrics
+    audit: AuditLog
+
+    def index_hash(self) -> str: ...
+
+
+@dataclass
+class RequestAccount:
+    """Everything one request accumulates on its way to its single audit record."""
+
+    books: Books
+    endpoint: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    t0: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
+    question: str | None = None
+    plan: PromptPlan | None = None
+    completion_tokens: int = 0
+    retrieval_s: float = 0.0
+    llm_s: float = 0.0
+    ttft_s: float | None = None
+    finished: bool = False
+
+    @classmethod
+    def start(cls, books: Books, endpoint: str) -> RequestAccount:
+        """A new account, counted in flight until ``finish``."""
+        account = cls(books, endpoint)
+        books.metrics.in_flight.inc()
+        return account
+
+    def timings(self) -> dict[str, float]:
+        total = time.perf_counter() - self.t0
+        t = {
+            "retrieval_ms": self.retrieval_s * 1e3,
+            "llm_ms": self.llm_s * 1e3,
+            "total_ms": total * 1e3,
+            "overhead_ms": (total - self.llm_s) * 1e3,
+            "gateway_ms": (total - self.llm_s - self.retrieval_s) * 1e3,
+        }
+        if self.ttft_s is not None:
+            t["ttft_ms"] = self.ttft_s * 1e3
+        return {k: round(v, 3) for k, v in t.items()}
+
+    def usage(self) -> Usage:
+        prompt = self.plan.prompt_tokens if self.plan else 0
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=self.completion_tokens,
+            total_tokens=prompt + self.completion_tokens,
+        )
+
+    def result(self, answer: str, outcome: str) -> AskResponse:
+        """The request's one result, which each dialect renders. Built after ``finish`` so that
+        ``timings`` include the audit write."""
+        cfg = self.books.config
+        return AskResponse(
+            answer=answer,
+            citations=[Citation(**s.citation()) for s in (self.plan.sources if self.plan else ())],
+            request_id=self.request_id,
+            blueprint_hash=cfg.blueprint_hash,
+            engine_hash=cfg.engine_hash,
+            index_hash=self.books.index_hash(),
+            usage=self.usage(),
+            timings=self.timings(),
+            outcome=outcome,
+        )
+
+    def _record(self, outcome: str, status: int, error: str | None) -> AuditRecord:
+        cfg = self.books.config
+        sources = self.plan.sources if self.plan else ()
+        p = self.principal
+        return AuditRecord(
+            request_id=self.request_id,
+            time=utc_now_iso(),
+            endpoint=self.endpoint,
+            outcome=outcome,
+            status=status,
+            subject=p.subject if p else None,
+            groups=list(p.groups) if p else [],
+            question_sha256=sha256_text(self.question) if self.question is not None else None,
+            question=self.question if cfg.audit.include_question_text else None,
+            cited_doc_ids=sorted({s.doc_id for s in sources}),
+            cited_chunks=[
+                {"doc_id": s.doc_id, "chunk_id": s.chunk_id, "chunk_hash": s.chunk_hash}
+                for s in sources
+            ],
+            blueprint_hash=cfg.blueprint_hash,
+            engine_hash=cfg.engine_hash,
+            index_hash=self.books.index_hash(),
+            prompt_tokens=self.plan.prompt_tokens if self.plan else 0,
+            completion_tokens=self.completion_tokens,
+            latency_ms=round((time.perf_counter() - self.t0) * 1e3, 3),
+            error=error,
+        )
+
+    def _account(self, outcome: str, status: int) -> AuditRecord | None:
+        if self.finished:
+            return None
+        self.finished = True
+        m = self.books.metrics
+        m.requests.labels(self.endpoint, outcome).inc()
+        m.request_seconds.labels(self.endpoint).observe(time.perf_counter() - self.t0)
+        if outcome == "answered":
+            m.overhead_seconds.observe(max(0.0, time.perf_counter() - self.t0 - self.llm_s))
+        m.in_flight.dec()
+        log.info(
+            "request_id=%s endpoint=%s outcome=%s status=%d sources=%d latency_ms=%.1f",
+            self.request_id,
+            self.endpoint,
+            outcome,
+            status,
+            len(self.plan.sources) if self.plan else 0,
+            (time.perf_counter() - self.t0) * 1e3,
+        )
+        return self._record(outcome, status, None)
+
+    async def finish(self, outcome: str, status: int, error: str | None = None) -> None:
+        """Write this request's one audit record (off the event loop: it fsyncs)."""
+        record = self._account(outcome, status)
+        if record is not None:
+            record.error = error
+            await run_in_threadpool(self.books.audit.write, record)
+
+    def finish_now(self, outcome: str, status: int, error: str | None = None) -> None:
+        """Same, blocking: for paths where the task is being cancelled and cannot await."""
+        record = self._account(outcome, status)
+        if record is not None:
+            record.error = error
+            self.books.audit.write(record)

@@ -1,0 +1,289 @@
+"""The gateway's wire formats as pydantic models, kept apart from serving (in the manner of vLLM's
+``entrypoints/openai/protocol.py``): what a caller may send to ``POST /v1/ask`` and the
+OpenAI-compatible ``POST /v1/chat/completions``, and what comes back from either.
+
+Why the request bodies are validated here by ``parse_request`` and not by FastAPI's body
+injection: the gateway must authenticate (401) and rate-limit (429) before it reads a byte of the
+body, and must read it under ``max_request_bytes`` (413) before it parses it; FastAPI reads and
+validates a declared body before any handler code runs. So the pipeline reads the body itself and
+then hands the decoded object to these models. Every validation failure becomes one ``Refusal``
+(400, ``bad_request``) carrying the first failing rule's message, in the order the fields are
+declared (question, then ``top_k``, then ``stream``; for chat the ``messages`` come first), with
+the same messages the gateway has always sent.
+
+The validators are deliberately strict where pydantic would coerce: ``"3"`` or ``2.0`` is not a
+``top_k`` and ``1`` is not a ``stream`` flag; unknown keys are ignored (OpenAI clients send
+``model``, ``temperature`` and more).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+class Refusal(Exception):
+    """Ends a request early with a status, an outcome and a message safe to show the caller."""
+
+    def __init__(
+        self, status: int, outcome: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(Refusal):
+    """A body its model rejects. ``question`` is the valid question it carried, if any: the audit
+    record of a request refused for its ``top_k`` still names (the hash of) what was asked."""
+
+    def __init__(self, message: str, question: str | None = None) -> None:
+        super().__init__(400, "bad_request", message)
+        self.question = question
+
+
+def _bad(message: str) -> PydanticCustomError:
+    return PydanticCustomError("bad_request", message)
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+class GatewayRequest(BaseModel):
+    """What both endpoints come down to: one question, how many sources, streamed or not."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # Missing is reported like an empty question, hence a default that is validated.
+    question: str = Field(default=None, validate_default=True)
+    top_k: int | None = None  # None: the gateway's default_top_k; larger values are clamped
+    stream: bool = False
+
+    @field_validator("question", mode="before")
+    @classmethod
+    def _question(cls, value: Any, info: ValidationInfo) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise _bad("'question' must be a non-empty string")
+        context = info.context if isinstance(info.context, dict) else {}
+        limit = context.get("max_question_chars")
+        if limit is not None and len(value) > limit:
+            raise _bad(f"question longer than {limit} characters")
+        context["question"] = value.strip()  # for BadRequest.question if a later field fails
+        return value.strip()
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _top_k(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _bad("'top_k' must be a positive integer")
+        return value
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream(cls, value: Any) -> bool:
+        if not isinstance(value, bool):  # an explicit null is refused too
+            raise _bad("'stream' must be true or false")
+        return value
+
+
+class AskRequest(GatewayRequest):
+    """``POST /v1/ask``: ``{"question": str, "top_k"?: int, "stream"?: bool}``."""
+
+
+class ChatCompletionRequest(GatewayRequest):
+    """``POST /v1/chat/completions``: OpenAI's ``messages`` (plus the gateway's ``top_k``).
+
+    The gateway answers the last message with role ``user`` (its text parts joined when the
+    content is a list of OpenAI content parts); earlier turns and other roles are not looked at,
+    so they are not validated either. ``question`` is derived, never read from the body.
+    """
+
+    messages: list[Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _last_user_message(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _bad("'messages' must be a non-empty list")
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, list):  # OpenAI content parts
+                    content = " ".join(
+                        p.get("text", "")
+                        for p in content
+                        if isinstance(p, dict) and p.get("type") == "text"
+                    )
+                return {**data, "question": content}
+        raise _bad("no message with role 'user'")
+
+
+RequestT = TypeVar("RequestT", bound=GatewayRequest)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (an empty body is not one), or a 400 refusal."""
+    try:
+        data = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Refusal(400, "bad_request", "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Refusal(400, "bad_request", "body must be a JSON object")
+    return data
+
+
+def parse_request(
+    model: type[RequestT], body: dict[str, Any], *, max_question_chars: int
+) -> RequestT:
+    """Validate a decoded body against ``model``; the first failing rule becomes a BadRequest."""
+    context: dict[str, Any] = {"max_question_chars": max_question_chars}
+    try:
+        return model.model_validate(body, context=context)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        message = errors[0]["msg"] if errors else "invalid request body"
+        raise BadRequest(message, context.get("question")) from None
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+class Citation(BaseModel):
+    """One source the model was shown, in the numbering it saw (``prompt.Source.citation``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    doc_id: str
+    title: str
+    path: str
+    heading: str
+    chunk_id: str
+    score: float
+
+
+class Usage(BaseModel):
+    prompt_tokens: int  # an estimate: the gateway has no tokenizer of the served model
+    completion_tokens: int
+    total_tokens: int
+
+
+class AskResponse(BaseModel):
+    """The native answer: the body of ``POST /v1/ask`` and its stream's ``final`` event. The
+    pipeline builds this one result; the OpenAI dialect re-shapes it."""
+
+    answer: str
+    citations: list[Citation]
+    request_id: str
+    blueprint_hash: str
+    engine_hash: str
+    index_hash: str
+    usage: Usage
+    timings: dict[str, float]  # ms; ttft_ms only when a token was generated
+    outcome: str
+
+
+class AskError(BaseModel):
+    """A refusal on ``/v1/ask``, and the ``error`` event ending a failed stream on both APIs."""
+
+    error: str
+    outcome: str
+    request_id: str
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str  # the gateway's outcome, e.g. "unauthorized"
+    code: int  # the HTTP status
+
+
+class OpenAIError(BaseModel):
+    """A refusal on ``/v1/chat/completions``, shaped like OpenAI's errors."""
+
+    error: OpenAIErrorDetail
+    request_id: str
+
+
+class LlmctlInfo(BaseModel):
+    """The gateway's own fields of an OpenAI-shaped answer (provenance, timings, outcome)."""
+
+    request_id: str
+    blueprint_hash: str
+    engine_hash: str
+    index_hash: str
+    timings: dict[str, float]
+    outcome: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatMessage
+    finish_reason: str = "stop"
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str  # the blueprint's name
+    choices: list[ChatChoice]
+    usage: Usage
+    citations: list[Citation]
+    llmctl: LlmctlInfo
+
+
+class DeltaMessage(BaseModel):
+    """A chunk's delta: role only on the first, nothing on the last; absent keys are left out."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChatStreamChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    finish_reason: str | None = None  # sent as null until the last chunk
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatStreamChoice]
+
+
+class ChatCompletionFinalChunk(ChatCompletionChunk):
+    """The last chunk before ``[DONE]``: it also carries usage, citations and provenance."""
+
+    usage: Usage
+    citations: list[Citation]
+    llmctl: LlmctlInfo

@@ -1,0 +1,101 @@
+"""Where stacks keep their state: the one owner of ``$LLMCTL_HOME`` and its layout.
+
+Every verb that finds a running stack, its index, its logs or its dev issuer resolves the path
+here, so ``up``, ``ingest``, ``ask``, ``status``, ``verify`` and ``down`` always agree on the
+folder of a blueprint's target (docs/CONTRACTS.md, "Places on disk")::
+
+    $LLMCTL_HOME/                    default ./.llmctl in the working directory
+      <blueprint>/<target>/          one folder per blueprint name and target name
+        components/<name>.json       what the supervisor started (pid, process group, ports)
+        logs/<name>.log              each component's output
+        models/  backends/           Triton's model repository and python backend links
+        gateway/config.json          the gateway's resolved configuration
+        auth/                        the dev issuer's signing key (0600) and JWKS
+        audit/audit.jsonl            the audit trail
+        index/                       the LanceDB index
+        stack.json  .lock            the applied plan; serialises up/down
+      pulumi/                        Pulumi's file backend for kubernetes targets
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "LLMCTL_HOME"
+
+
+def llmctl_home() -> Path:
+    """``$LLMCTL_HOME`` as an absolute path (``~`` expanded), default ``./.llmctl``."""
+    return Path(os.environ.get(ENV_HOME) or Path.cwd() / ".llmctl").expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class StackState:
+    """The state folder of one blueprint's target. Creating one touches nothing on disk."""
+
+    blueprint: str
+    target: str
+    home: Path
+
+    @classmethod
+    def of(cls, blueprint: str, target: str, home: Path | None = None) -> StackState:
+        return cls(blueprint, target, (home or llmctl_home()).expanduser().resolve())
+
+    @classmethod
+    def at(cls, folder: str | os.PathLike[str]) -> StackState:
+        """The state whose folder is ``folder`` (``<home>/<blueprint>/<target>``)."""
+        path = Path(folder).expanduser().resolve()
+        return cls(path.parent.name, path.name, path.parent.parent)
+
+    @property
+    def dir(self) -> Path:
+        return self.home / self.blueprint / self.target
+
+    @property
+    def index_dir(self) -> Path:
+        return self.dir / "index"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    def log_file(self, component: str) -> Path:
+        return self.logs_dir / f"{component}.log"
+
+    @property
+    def gateway_config(self) -> Path:
+        return self.dir / "gateway" / "config.json"
+
+    @property
+    def gateway_port_file(self) -> Path:
+        """The gateway's port, chosen once, so re-planning an unchanged stack changes nothing."""
+        return self.dir / "gateway" / "port"
+
+    @property
+    def auth_dir(self) -> Path:
+        return self.dir / "auth"
+
+    @property
+    def audit_file(self) -> Path:
+        return self.dir / "audit" / "audit.jsonl"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.dir / "stack.json"
+
+    def __str__(self) -> str:
+        return str(self.dir)
+
+
+def pulumi_backend_dir(home: Path | None = None) -> Path:
+    """Pulumi's ``file://`` backend for every kubernetes target of this home."""
+    return (home or llmctl_home()) / "pulumi"
+
+
+def stacks_with_dev_issuer(target: str, home: Path | None = None) -> list[StackState]:
+    """The stacks of ``target`` that have a dev issuer (``llmctl token`` without a blueprint)."""
+    root = home or llmctl_home()
+    found = sorted(p.parent.parent for p in root.glob(f"*/{target}/auth/dev-issuer.json"))
+    return [StackState(p.parent.name, p.name, root) for p in found]
