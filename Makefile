@@ -19,7 +19,10 @@ DEMO_BLUEPRINT ?= blueprints/hr-policy-assistant.yaml
 # native build) and installed from there; the wheel test installs the same file.
 LLAMA_PIN := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 LLAMA_WHEELS := .whl/llama-cpp-avx2
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_STAMP = $(LLAMA_WHEELS)/.stamp-$(subst ==,-,$(LLAMA_PIN))-$(shell echo '$(CMAKE_ARGS)' | sha1sum | cut -c1-8)
+# Extra flags of yours go in LLAMA_CMAKE_ARGS (appended, so they win); the stamp's name carries a
+# hash of the flags, so changing them rebuilds the wheel.
+export CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF $(LLAMA_CMAKE_ARGS)
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # appended to the machine's own find-links (where a local torch wheel may live), never replacing them
 export PIP_FIND_LINKS := $(strip $(PIP_FIND_LINKS) $(CURDIR)/$(LLAMA_WHEELS))
@@ -31,17 +34,18 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_FLAGS) -q --upgrade pip setuptools wheel
 
-$(LLAMA_WHEELS)/.stamp: pyproject.toml | $(VENV)/bin/python
+# Rebuilt only when the pin changes (the stamp's name carries it), not on every pyproject edit.
+$(LLAMA_STAMP): | $(VENV)/bin/python
 	rm -rf $(LLAMA_WHEELS)
-	$(PIP) wheel $(PIP_FLAGS) --no-deps --no-cache-dir -w $(LLAMA_WHEELS) '$(LLAMA_PIN)'
+	$(PIP) wheel $(PIP_FLAGS) --no-deps --no-cache-dir --no-binary llama-cpp-python -w $(LLAMA_WHEELS) '$(LLAMA_PIN)'
 	@touch $@
 
-$(VENV)/.stamp-dev: pyproject.toml setup.py $(LLAMA_WHEELS)/.stamp | $(VENV)/bin/python
+$(VENV)/.stamp-dev: pyproject.toml setup.py $(LLAMA_STAMP) | $(VENV)/bin/python
 	$(PIP) install $(PIP_FLAGS) --no-index --force-reinstall --no-deps $(LLAMA_WHEELS)/*.whl
 	$(PIP) install $(PIP_FLAGS) -e '.[dev,local,k8s,gates]'
 	@touch $@
 
-$(VENV)/.stamp-demo: pyproject.toml setup.py $(LLAMA_WHEELS)/.stamp | $(VENV)/bin/python
+$(VENV)/.stamp-demo: pyproject.toml setup.py $(LLAMA_STAMP) | $(VENV)/bin/python
 	$(PIP) install $(PIP_FLAGS) --no-index --force-reinstall --no-deps $(LLAMA_WHEELS)/*.whl
 	$(PIP) install $(PIP_FLAGS) -e '.[local,gates,k8s]'
 	@touch $@

@@ -23,6 +23,10 @@ class BuildWithAssets(build_py):
             return  # an editable install reads the checkout's folders
         target = Path(self.build_lib) / "llmctl" / "_assets"
         for name in ASSETS:
+            if not (ROOT / name).is_dir():
+                raise SystemExit(
+                    f"setup.py: {ROOT / name} is missing; build from a checkout or sdist"
+                )
             shutil.rmtree(target / name, ignore_errors=True)
             shutil.copytree(
                 ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")

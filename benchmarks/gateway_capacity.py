@@ -35,20 +35,18 @@ def stack_for(bp: object, target: str, start: bool) -> Iterator[Stack]:
     if not start:
         yield Stack(bp, target)
         return
-    from llmctl.gateway.component import gateway_factory
-    from llmctl.local.spec import local_spec_from_blueprint
     from llmctl.retrieval.embedders import TritonEmbedder
     from llmctl.retrieval.ingest import ingest
-    from llmctl.targets.local import LocalTarget
+    from llmctl.targets import target_for
 
     with tempfile.TemporaryDirectory(prefix="llmctl-capacity-") as tmp:
         os.environ["LLMCTL_HOME"] = str(Path(tmp) / "home")
-        t = LocalTarget(local_spec_from_blueprint(bp), extra_components=(gateway_factory(bp),))
+        t = target_for(bp, target)
         try:
             t.apply()
             emb = TritonEmbedder(t.endpoints()["triton_grpc"])
             try:
-                ingest(bp, emb, t.state_dir / "index")
+                ingest(bp, emb, t.state.index_dir)
             finally:
                 emb.close()
             yield Stack(bp, target)

@@ -283,17 +283,9 @@ def main() -> int:
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         }
         if args.stack:
-            argv = [
-                sys.executable,
-                "-m",
-                "llmctl.gateway",
-                "--config",
-                str(cfg_path),
-                "--port",
-                "0",
-                "--ready-file",
-                str(ready),
-            ]
+            from llmctl.gateway.component import gateway_argv
+
+            argv = gateway_argv(cfg_path, ready_file=ready)
         else:
             argv = [
                 sys.executable,

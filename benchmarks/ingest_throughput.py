@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "blueprints" / "corpora" / "hr-policy"
@@ -106,17 +107,20 @@ def main() -> None:
             raw = len(texts) / raw_s
             print(f"embedder alone ({args.embedder}): {raw:8.1f} chunks/s ({raw_s:.2f} s)")
 
+            def run_ingest() -> Any:
+                """Ingestion as `llmctl ingest` runs it: reading and validating included."""
+                return ingest_documents(
+                    read_sources([source]),
+                    emb,
+                    tmp / "index",
+                    tokens=args.tokens,
+                    overlap=args.overlap,
+                    tokenizer=tok,
+                    embed_batch=args.batch,
+                )
+
             t0 = time.perf_counter()
-            read = read_sources([source])  # ingestion includes reading and validating
-            report = ingest_documents(
-                read,
-                emb,
-                tmp / "index",
-                tokens=args.tokens,
-                overlap=args.overlap,
-                tokenizer=tok,
-                embed_batch=args.batch,
-            )
+            report = run_ingest()
             ing_s = time.perf_counter() - t0
             assert report.chunks_embedded == len(texts), (report.chunks_embedded, len(texts))
             ing = report.chunks_embedded / ing_s
@@ -127,15 +131,7 @@ def main() -> None:
             print(f"ratio ingest / embedder: {ing / raw:.1%} (goal >= 90%)")
 
             t0 = time.perf_counter()
-            again = ingest_documents(
-                read_sources([source]),
-                emb,
-                tmp / "index",
-                tokens=args.tokens,
-                overlap=args.overlap,
-                tokenizer=tok,
-                embed_batch=args.batch,
-            )
+            again = run_ingest()
             print(
                 f"re-ingest, nothing changed: {time.perf_counter() - t0:.2f} s, "
                 f"{len(again.unchanged)} unchanged, {again.chunks_embedded} embedded"

@@ -36,8 +36,7 @@ def make_texts(n: int, words: int, seed: int = 7) -> list[str]:
 
 
 def run_triton(grpc: str, texts: list[str], per_request: int, clients: int) -> float:
-    import tritonclient.grpc as grpcclient
-
+    grpcclient = triton_client.grpc_module()
     chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
     pool_clients = [grpcclient.InferenceServerClient(url=grpc) for _ in range(clients)]
 

@@ -19,7 +19,6 @@ How it is measured, and why:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -45,16 +44,7 @@ def http_stream(http_url: str) -> Stream:
     client = httpx.Client(base_url=http_url, timeout=120.0)
 
     def stream(prompt: str, max_tokens: int) -> Iterator[str]:
-        body = {"text_input": prompt, "max_tokens": max_tokens, "stream": True, "temperature": 0.0}
-        with client.stream("POST", "/v2/models/ensemble/generate_stream", json=body) as r:
-            r.raise_for_status()
-            for line in r.iter_lines():
-                if line.startswith("data:"):
-                    event = json.loads(line[5:])
-                    if "error" in event:
-                        raise RuntimeError(event["error"])
-                    if event.get("text_output"):
-                        yield event["text_output"]
+        yield from triton_client.http_stream_generate(client, prompt, max_tokens)
 
     return stream
 

@@ -23,9 +23,12 @@ def asset_dir(name: str) -> Path:
     """The folder ``name`` (one of ``BUNDLED``): the wheel's copy, else the checkout's."""
     if name not in BUNDLED:
         raise ValueError(f"not a bundled asset folder: {name!r}")
-    for candidate in (_PACKAGE / "_assets" / name, _PACKAGE.parent / name):
-        if candidate.is_dir():
-            return candidate
+    bundled = _PACKAGE / "_assets" / name
+    if bundled.is_dir():
+        return bundled
+    checkout = _PACKAGE.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name  # a checkout (editable install), never another site-packages folder
     raise LlmctlError(
         f"llmctl's {name}/ folder is missing from {_PACKAGE}: reinstall llmctl "
         "(pip install --force-reinstall llmctl) or run it from a checkout"

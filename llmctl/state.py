@@ -45,8 +45,9 @@ class StackState:
 
     @classmethod
     def at(cls, folder: str | os.PathLike[str]) -> StackState:
-        """The state whose folder is ``folder`` (``<home>/<blueprint>/<target>``)."""
-        path = Path(folder).expanduser().resolve()
+        """The layout of the folder ``folder`` (``<home>/<blueprint>/<target>``), taken as given:
+        not resolved, because it may be a path inside a pod (``/var/lib/llmctl``)."""
+        path = Path(folder).expanduser()
         return cls(path.parent.name, path.name, path.parent.parent)
 
     @property
@@ -85,6 +86,22 @@ class StackState:
     def stack_file(self) -> Path:
         return self.dir / "stack.json"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.dir / ".lock"
+
+    @property
+    def components_dir(self) -> Path:
+        return self.dir / "components"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.dir / "models"
+
+    @property
+    def backends_dir(self) -> Path:
+        return self.dir / "backends"
+
     def __str__(self) -> str:
         return str(self.dir)
 
@@ -94,8 +111,9 @@ def pulumi_backend_dir(home: Path | None = None) -> Path:
     return (home or llmctl_home()) / "pulumi"
 
 
-def stacks_with_dev_issuer(target: str, home: Path | None = None) -> list[StackState]:
-    """The stacks of ``target`` that have a dev issuer (``llmctl token`` without a blueprint)."""
+def stacks_with_dev_issuer(target: str | None, home: Path | None = None) -> list[StackState]:
+    """The stacks (of ``target``, or of any target) that have a dev issuer: whom ``llmctl token``
+    without a blueprint can sign for."""
     root = home or llmctl_home()
-    found = sorted(p.parent.parent for p in root.glob(f"*/{target}/auth/dev-issuer.json"))
+    found = sorted(p.parent.parent for p in root.glob(f"*/{target or '*'}/auth/dev-issuer.json"))
     return [StackState(p.parent.name, p.name, root) for p in found]

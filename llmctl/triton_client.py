@@ -40,6 +40,14 @@ def grpc_address(url: str) -> str:
     return url
 
 
+def grpc_aio_client(url: str) -> Any:
+    """A ``tritonclient.grpc.aio`` client (one HTTP/2 channel for every call of an event loop)."""
+    grpc_module()  # the one-line install hint when tritonclient is missing
+    import tritonclient.grpc.aio as grpc_aio
+
+    return grpc_aio.InferenceServerClient(url=grpc_address(url))
+
+
 def grpc_module() -> Any:
     """``tritonclient.grpc``, or a one-line StackError saying what to install."""
     try:
@@ -216,7 +224,7 @@ def embed(
     """
     g = grpc_module()
     own = client is None
-    cli = g.InferenceServerClient(url=grpc_address(url)) if own else client
+    cli: Any = g.InferenceServerClient(url=grpc_address(url)) if own else client
     try:
         parts = []
         for start in range(0, len(texts), batch_size):
@@ -316,11 +324,66 @@ class ModelControl:
 
 
 # -- HTTP ------------------------------------------------------------------------------------------
+HEALTH_LIVE = "/v2/health/live"
+HEALTH_READY = "/v2/health/ready"
+
+
+def model_ready_path(model: str) -> str:
+    return f"/v2/models/{model}/ready"
+
+
+def generate_stream_path(model: str = LLM_MODEL) -> str:
+    """The generate extension's streaming route (server-sent events, one delta per event)."""
+    return f"/v2/models/{model}/generate_stream"
+
+
+def generate_payload(
+    prompt: str, max_tokens: int, *, temperature: float = 0.0, stop_words: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The JSON body of a streamed generation: the ensemble's tensors by name."""
+    payload: dict[str, Any] = {
+        "text_input": prompt,
+        "max_tokens": int(max_tokens),
+        "stream": True,
+        "temperature": float(temperature),
+    }
+    if stop_words:
+        payload["stop_words"] = list(stop_words)
+    return payload
+
+
+def stream_event_delta(line: str) -> str | None:
+    """The text delta of one SSE line of ``generate_stream`` (None for other lines); raises
+    BackendUnavailable on an error event."""
+    if not line.startswith("data:"):
+        return None
+    event = json.loads(line[5:].strip() or "{}")
+    if "error" in event:
+        raise BackendUnavailable(f"triton: {event['error']}")
+    delta = event.get("text_output")
+    if isinstance(delta, list):
+        delta = "".join(str(x) for x in delta)
+    return str(delta) if delta else None
+
+
+def http_stream_generate(
+    client: httpx.Client, prompt: str, max_tokens: int, *, model: str = LLM_MODEL, **options: Any
+) -> Iterator[str]:
+    """``TritonLLM.stream`` for blocking callers (benchmarks) on a given ``httpx.Client``."""
+    payload = generate_payload(prompt, max_tokens, **options)
+    with client.stream("POST", generate_stream_path(model), json=payload) as response:
+        if response.status_code != 200:
+            raise BackendUnavailable(f"triton {model}: HTTP {response.status_code}")
+        for line in response.iter_lines():
+            if (delta := stream_event_delta(line)) is not None:
+                yield delta
+
+
 def http_health(
     base_url: str, models: Sequence[str] = (), timeout_s: float = 5.0
 ) -> dict[str, tuple[int | None, str]]:
     """``server`` and each model's readiness over HTTP: name -> (status or None, detail)."""
-    paths = {"server": "/v2/health/ready"} | {m: f"/v2/models/{m}/ready" for m in models}
+    paths = {"server": HEALTH_READY} | {m: model_ready_path(m) for m in models}
     out: dict[str, tuple[int | None, str]] = {}
     for name, path in paths.items():
         try:
@@ -359,15 +422,10 @@ class TritonLLM:
         stop_words: Sequence[str] = (),
         temperature: float = 0.0,
     ) -> AsyncIterator[str]:
-        payload: dict[str, Any] = {
-            "text_input": prompt,
-            "max_tokens": int(max_tokens),
-            "stream": True,
-            "temperature": float(temperature),
-        }
-        if stop_words:
-            payload["stop_words"] = list(stop_words)
-        url = f"/v2/models/{self.model}/generate_stream"
+        payload = generate_payload(
+            prompt, max_tokens, temperature=temperature, stop_words=stop_words
+        )
+        url = generate_stream_path(self.model)
         try:
             async with self._client.stream("POST", url, json=payload) as response:
                 if response.status_code != 200:
@@ -375,16 +433,8 @@ class TritonLLM:
                     kind = BackendUnavailable if response.status_code >= 500 else RuntimeError
                     raise kind(f"triton {self.model}: HTTP {response.status_code}: {body}")
                 async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    event = json.loads(line[5:].strip() or "{}")
-                    if "error" in event:
-                        raise BackendUnavailable(f"triton {self.model}: {event['error']}")
-                    delta = event.get("text_output")
-                    if isinstance(delta, list):
-                        delta = "".join(str(x) for x in delta)
-                    if delta:
-                        yield str(delta)
+                    if (delta := stream_event_delta(line)) is not None:
+                        yield delta
         except httpx.TimeoutException as exc:
             raise BackendTimeout(
                 f"triton {self.model}: no answer in time ({type(exc).__name__})"
@@ -394,10 +444,10 @@ class TritonLLM:
 
     async def ready(self) -> tuple[bool, str]:
         try:
-            r = await self._client.get("/v2/health/ready", timeout=2.0)
+            r = await self._client.get(HEALTH_READY, timeout=2.0)
             if r.status_code != 200:
                 return False, f"triton not ready (HTTP {r.status_code})"
-            r = await self._client.get(f"/v2/models/{self.model}/ready", timeout=2.0)
+            r = await self._client.get(model_ready_path(self.model), timeout=2.0)
             if r.status_code != 200:
                 return False, f"triton model {self.model} not ready (HTTP {r.status_code})"
         except httpx.HTTPError as exc:

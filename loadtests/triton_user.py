@@ -12,11 +12,11 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from typing import Any
 
 from locust import HttpUser, between, task
 
 from llmctl.gateway.client import parse_sse
+from llmctl.triton_client import generate_payload, generate_stream_path
 
 _SEQ = itertools.count()
 FRAME = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
@@ -45,7 +45,7 @@ class TritonUser(HttpUser):
     def fire(self, kind: str, value: float, exc: Exception | None = None) -> None:
         self.environment.events.request.fire(
             request_type=kind,
-            name=f"/v2/models/{self.model}/generate_stream",
+            name=generate_stream_path(self.model),
             response_time=value,
             response_length=0,
             exception=exc,
@@ -54,19 +54,17 @@ class TritonUser(HttpUser):
 
     @task
     def generate(self) -> None:
-        payload: dict[str, Any] = {
-            "text_input": FRAME.format(q=self.rng.choice(self.questions)),
-            "max_tokens": self.max_tokens,
-            "stream": True,
-            "temperature": 0.0,
-            "stop_words": ["<|im_end|>"],
-        }
+        payload = generate_payload(
+            FRAME.format(q=self.rng.choice(self.questions)),
+            self.max_tokens,
+            stop_words=["<|im_end|>"],
+        )
         started = time.perf_counter()
         deltas: list[float] = []
         error: Exception | None = None
         try:
             with self.client.post(
-                f"/v2/models/{self.model}/generate_stream",
+                generate_stream_path(self.model),
                 json=payload,
                 stream=True,
                 catch_response=True,

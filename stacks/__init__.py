@@ -1,7 +1,7 @@
 """Pulumi programs and components for llmctl's kubernetes target (see ../docs/KUBERNETES.md).
 
-Import-light on purpose: ``stacks.spec`` needs neither pulumi nor pulumi_kubernetes, so the CLI can
-resolve a spec (and fail clearly) before the heavy SDKs load; ``stacks.program`` imports them.
+Import-light on purpose: ``llmctl.stacks.spec`` needs neither pulumi nor pulumi_kubernetes, so the CLI can
+resolve a spec (and fail clearly) before the heavy SDKs load; ``llmctl.stacks.program`` imports them.
 """
 
 from __future__ import annotations

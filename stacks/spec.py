@@ -1,7 +1,7 @@
 """The resolved plan the Kubernetes program is a function of.
 
 ``StackSpec`` holds plain values only (no blueprint, no planner objects), so the program in
-``stacks.program`` can be run inline by the Automation API, under Pulumi's mock runtime, or from a
+``llmctl.stacks.program`` can be run inline by the Automation API, under Pulumi's mock runtime, or from a
 test that builds a spec by hand. ``spec_from_blueprint`` is the one place that decides how the
 blueprint, the capacity plan and the engine and index versions map onto the cluster.
 """
@@ -13,7 +13,10 @@ import ipaddress
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 #: Where the gateway keeps its state inside its pod (config, index, audit trail).
 STATE_DIR = "/var/lib/llmctl"
@@ -108,7 +111,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=default)
 
 
-def deploy_hash(bp: Any) -> str:
+def deploy_hash(bp: Blueprint) -> str:
     """The blueprint version that deploys: its resolved document without the gates.
 
     Gates (and a target's gate overrides) only matter to ``llmctl verify``; leaving them out means
@@ -123,7 +126,7 @@ def deploy_hash(bp: Any) -> str:
     return hashlib.sha256(_canonical(doc).encode()).hexdigest()
 
 
-def engine_version(bp: Any, plan: Any, target_name: str | None = None) -> str:
+def engine_version(bp: Blueprint, plan: Any, target_name: str | None = None) -> str:
     """The engine's content address.
 
     ``llmctl.engine.engine_version`` (the engine cache's key) where the engine package provides it;
@@ -145,7 +148,7 @@ def engine_version(bp: Any, plan: Any, target_name: str | None = None) -> str:
     return hashlib.sha256(_canonical(part).encode()).hexdigest()
 
 
-def index_version(bp: Any) -> str:
+def index_version(bp: Blueprint) -> str:
     """The index's specification version (sources, embedding model, chunking).
 
     The content hash of an ingested index is only known where the documents are; the gateway
@@ -192,7 +195,7 @@ def _egress_cidrs(allow: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
 
 
 def spec_from_blueprint(
-    bp: Any,
+    bp: Blueprint,
     target_name: str,
     plan: Any,
     *,
@@ -299,7 +302,7 @@ def spec_from_blueprint(
     )
 
 
-def _hpa_target(metric: str | None, bp: Any) -> str:
+def _hpa_target(metric: str | None, bp: Blueprint) -> str:
     """Average value per pod that triggers a scale-out.
 
     For Triton's queue time (microseconds, a counter the adapter turns into a rate) a tenth of the

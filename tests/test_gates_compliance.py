@@ -116,3 +116,28 @@ def test_a_missing_audit_file_fails_the_audit_requirement(bp, tmp_path: Path) ->
     [missing] = BY_ID["audit"].check(ctx)
     assert missing.name == "audit.one-record-per-request" and missing.passed is False
     assert "no audit file" in missing.message
+
+
+def test_probe_check_passes_when_nothing_is_restricted_and_fails_when_something_is() -> None:
+    """No probe request is fine only where no document is closed to the broadest groups."""
+    open_acls = {"handbook/vacation": ["all-employees"]}
+    (probe, _) = compliance.check_access([], open_acls, ["all-employees"])
+    assert probe.passed and "nothing for a probe user to find" in probe.message
+    closed = {**open_acls, "hr/salaries": ["hr-admins"]}
+    (probe, _) = compliance.check_access([], closed, ["all-employees"])
+    assert probe.passed is False and probe.message == "no probe request was made"
+
+
+def test_without_restricted_questions_the_probe_asks_about_each_restricted_document(bp) -> None:
+    from llmctl.gates.askers import probe_groups, probe_questions
+
+    questions = probe_questions(bp, [])
+    broad = probe_groups(bp)
+    assert questions and all(q["asker_groups"] == broad for q in questions)
+    assert all(
+        q["kind"] == "restricted" and q["question"].startswith("What does") for q in questions
+    )
+    ids = {q["id"] for q in questions}
+    assert "probe-hr/salary-bands-2026" in ids  # the HR-admins-only document of the demo
+    asked = [{"id": "r1", "kind": "restricted", "question": "VP salary?"}]
+    assert [q["id"] for q in probe_questions(bp, asked)] == ["r1"]

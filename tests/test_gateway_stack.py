@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -152,25 +151,10 @@ def test_sigkill_mid_load_leaves_parseable_audit(stack_setup, tmp_path: Path) ->
     )
     cfg_path = write_config(config, state / "gateway.json")
     ready = state / "ready.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
+    from llmctl.gateway.component import gateway_argv
+
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmctl.gateway",
-            "--config",
-            str(cfg_path),
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ],
-        env=env,
+        gateway_argv(cfg_path, ready_file=ready),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

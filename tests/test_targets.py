@@ -107,3 +107,55 @@ def test_kubernetes_status_and_down_need_only_the_stack_identity(
 def test_unknown_target_names_the_known_ones() -> None:
     with pytest.raises(LlmctlError, match="targets:"):
         target_for(load_blueprint(HR), "nope")
+
+
+def test_down_on_a_stack_that_never_ran_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMCTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
+    gone = target_for(load_blueprint(HR), "local").destroy()
+    assert gone.stopped == () and "nothing to stop" in gone.summary()[0]
+    assert not (tmp_path / "home").exists()
+
+
+def test_status_and_down_of_a_stack_pulumi_never_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Absent from the backend: not deployed, nothing to destroy, and no stack is created
+    (``select_stack`` is where the Pulumi CLI would be asked; it answers "not found" here)."""
+    from llmctl.k8s import pulumi_cli
+
+    def absent(ref: object) -> None:
+        raise pulumi_cli.StackAbsent("stack 'hr-policy-assistant-prod' does not exist")
+
+    monkeypatch.setattr(pulumi_cli, "select_stack", absent)
+    target = target_for(load_blueprint(HR), "prod")
+    status = target.status()
+    assert status.deployed is False and status.ok is False
+    assert target.destroy().changes == {}
+
+
+def test_token_finds_the_only_stack_whatever_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmctl.state import stacks_with_dev_issuer
+
+    issuer = tmp_path / "handbook" / "dev" / "auth" / "dev-issuer.json"
+    issuer.parent.mkdir(parents=True)
+    issuer.write_text("{}")
+    (found,) = stacks_with_dev_issuer(None, tmp_path)
+    assert (found.blueprint, found.target) == ("handbook", "dev")
+    assert stacks_with_dev_issuer("local", tmp_path) == []
+
+
+def test_ask_on_a_kubernetes_target_needs_its_url_and_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from llmctl.cli import app
+
+    monkeypatch.setenv("LLMCTL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LLMCTL_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["ask", str(HR), "hello?", "--target", "prod"])
+    assert result.exit_code == 1
+    assert "pass its gateway's --url and a --token" in str(result.exception or result.output)

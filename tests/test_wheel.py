@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,8 +55,9 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) 
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new virtual environment with the freshly built wheel and its extras installed."""
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A new virtual environment with the freshly built wheel and its extras installed (about
+    3 GB: removed again when the module's tests are done)."""
     base = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
@@ -73,7 +76,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run([interpreter, "-m", "venv", str(base / "venv")], base, env)
     python = base / "venv" / "bin" / "python"
     _run([str(python), "-m", "pip", "install", "-q", f"{wheel}[local,gates]"], base, env, 1800)
-    return base / "venv"
+    yield base / "venv"
+    shutil.rmtree(base / "venv", ignore_errors=True)
 
 
 def test_the_wheel_carries_its_assets_and_no_top_level_stacks(venv: Path, tmp_path: Path) -> None:

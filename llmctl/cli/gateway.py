@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmctl.cli.options import BlueprintArg, TargetOpt
 from llmctl.cli.output import OutputFormat, OutputOption, print_json
 from llmctl.errors import LlmctlError
 
@@ -26,33 +27,38 @@ def _groups(raw: str) -> list[str]:
     return [g.strip() for g in raw.split(",") if g.strip()]
 
 
-def _state_dir_for(blueprint: Path | None, target: str) -> Path:
+def _state_dir_for(blueprint: Path | None, target: str | None) -> Path:
+    """The local stack whose dev issuer signs: the blueprint's, or the only one there is."""
     from llmctl.state import StackState, llmctl_home, stacks_with_dev_issuer
 
     if blueprint is not None:
         from llmctl.blueprint import load_blueprint
 
-        return StackState.of(load_blueprint(blueprint).name, target).dir
+        return StackState.of(load_blueprint(blueprint).name, target or "local").dir
     home = llmctl_home()
     found = stacks_with_dev_issuer(target, home)
     if len(found) == 1:
         return found[0].dir
+    which = f"{target!r} stack" if target else "stack"
     if not found:
         raise LlmctlError(
-            f"no {target!r} stack with a development issuer under {home}; run `llmctl up` first"
+            f"no local {which} with a development issuer under {home}; run `llmctl up` first"
         )
-    names = ", ".join(s.blueprint for s in found)
-    raise LlmctlError(f"several stacks under {home} ({names}); name one with --blueprint")
+    names = ", ".join(f"{s.blueprint} ({s.target})" for s in found)
+    raise LlmctlError(
+        f"several stacks under {home}: {names}; name one with --blueprint and --target"
+    )
 
 
-def _gateway_url(state_dir: Path) -> str:
+def _gateway_url(state_dir: Path, target: str) -> str:
     from llmctl.gateway.component import COMPONENT_NAME
     from llmctl.local.supervisor import Supervisor
 
     rec = Supervisor(state_dir).record(COMPONENT_NAME)
     if rec is None or not rec.ports.get("http"):
+        flag = "" if target == "local" else f" --target {target}"
         raise LlmctlError(
-            f"no gateway is running for {state_dir}; start the stack with `llmctl up`"
+            f"no gateway is running for {state_dir}; start the stack with `llmctl up BLUEPRINT{flag}`"
         )
     return f"http://127.0.0.1:{rec.ports['http']}"
 
@@ -65,7 +71,10 @@ def token(
         Path | None,
         typer.Option("--blueprint", "-b", help="Blueprint of the stack (needed if several run)."),
     ] = None,
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name.")] = "local",
+    target: Annotated[
+        str | None,
+        typer.Option("--target", "-t", help="Target name (default: local, or the only stack)."),
+    ] = None,
 ) -> None:
     """Mint a development bearer token signed by the local stack's dev issuer."""
     from llmctl.gateway.auth import mint_dev_token
@@ -75,7 +84,7 @@ def token(
 
 
 def ask(
-    blueprint: Annotated[Path, typer.Argument(help="The blueprint YAML file.", dir_okay=False)],
+    blueprint: BlueprintArg,
     question: Annotated[str, typer.Argument(help="The question.")],
     as_user: Annotated[
         str, typer.Option("--as", help="Ask as this user (local dev token).")
@@ -83,7 +92,7 @@ def ask(
     groups: Annotated[
         str, typer.Option("--groups", "-g", help="Comma-separated groups of that user.")
     ] = "",
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name.")] = "local",
+    target: TargetOpt = "local",
     top_k: Annotated[
         int | None, typer.Option("--top-k", help="Sources to retrieve.", min=1)
     ] = None,
@@ -102,15 +111,23 @@ def ask(
     output: OutputOption = OutputFormat.text,
 ) -> None:
     """Ask the running gateway a question and print the answer with its citations."""
+    from llmctl.blueprint import load_blueprint
     from llmctl.gateway.auth import mint_dev_token
     from llmctl.gateway.client import GatewayClient
 
-    state_dir = _state_dir_for(blueprint, target)
-    base = url or _gateway_url(state_dir)
-    if bearer is None:
-        if target != "local" and url is not None:
-            raise LlmctlError("--token (or LLMCTL_TOKEN) is needed to ask a non-local gateway")
-        bearer = mint_dev_token(state_dir, user=as_user, groups=_groups(groups), ttl_s=300)
+    kind = load_blueprint(blueprint).target(target).type  # a typo names the known targets
+    if kind != "local":
+        if url is None or bearer is None:
+            raise LlmctlError(
+                f"target {target!r} is {kind}: pass its gateway's --url and a --token (or "
+                "LLMCTL_TOKEN) from your identity provider"
+            )
+        base = url
+    else:
+        state_dir = _state_dir_for(blueprint, target)
+        base = url or _gateway_url(state_dir, target)
+        if bearer is None:
+            bearer = mint_dev_token(state_dir, user=as_user, groups=_groups(groups), ttl_s=300)
     with GatewayClient(base, bearer, timeout=timeout) as client:
         response = client.ask(question, top_k=top_k)  # LlmctlError when it cannot be reached
     body = response.body

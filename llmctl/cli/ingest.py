@@ -7,11 +7,11 @@ the stack must be up; the index goes to ``$LLMCTL_HOME/<blueprint>/<target>/inde
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
+from llmctl.cli.options import BlueprintArg, TargetOpt
 from llmctl.cli.output import OutputFormat, OutputOption, console, print_json
 from llmctl.errors import StackError
 
@@ -30,7 +30,8 @@ def triton_grpc_url(blueprint_name: str, target: str) -> str:
     state_dir = StackState.of(blueprint_name, target).dir
     sup = Supervisor(state_dir)
     rec = sup.record(TRITON)
-    hint = f"run `llmctl up` first (no running stack for {blueprint_name!r} in {state_dir})"
+    flag = "" if target == "local" else f" --target {target}"
+    hint = f"run `llmctl up BLUEPRINT{flag}` first (no running stack for {blueprint_name!r} in {state_dir})"
     if rec is None or "grpc" not in rec.ports:
         raise StackError(f"Triton is not running: {hint}")
     health = sup.health(TRITON)
@@ -40,10 +41,8 @@ def triton_grpc_url(blueprint_name: str, target: str) -> str:
 
 
 def ingest(
-    blueprint: Annotated[Path, typer.Argument(help="Blueprint file.", show_default=False)],
-    target: Annotated[
-        str, typer.Option("--target", "-t", help="Target whose stack embeds.")
-    ] = "local",
+    blueprint: BlueprintArg,
+    target: TargetOpt = "local",
     output: OutputOption = OutputFormat.text,
 ) -> None:
     """Index the blueprint's documents (only what changed) with the running stack's embedder."""

@@ -42,9 +42,11 @@ def build(
 
     Both are content-addressed: an unchanged build is never redone.
     """
+    from llmctl.targets.base import BuildOptions
+
     t = _target(blueprint, target)
     with console().status("building") as st:
-        result = t.build(st.update, dry_run=dry_run, emit_job=emit_job)
+        result = t.build(BuildOptions(dry_run, emit_job), st.update)
     emit(result, output)
 
 
@@ -75,7 +77,7 @@ def up(
         if output is OutputFormat.json:
             print_json({"changed": False, "plan": plan.to_dict()})
         else:
-            emit(t.apply(plan), output)
+            emit(plan, output)
         return
     if output is OutputFormat.text:
         emit(plan, output)

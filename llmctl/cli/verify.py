@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmctl.cli.options import BlueprintArg, TargetOpt
 from llmctl.cli.output import OutputFormat, OutputOption, console, print_json
 
 
@@ -15,10 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def verify(
-    blueprint: Annotated[Path, typer.Argument(help="The blueprint YAML file.", dir_okay=False)],
-    target: Annotated[
-        str, typer.Option("--target", "-t", help="Which of the blueprint's targets.")
-    ] = "local",
+    blueprint: BlueprintArg,
+    target: TargetOpt = "local",
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write JUnit XML here (for CI).")
     ] = None,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.engine.cache import Builder, EngineCache, EngineEntry
 from llmctl.engine.render import (
@@ -34,6 +34,9 @@ from llmctl.engine.render import (
 from llmctl.engine.spec import BuildSpec, derive_spec, engine_key
 from llmctl.engine.trtllm import Step
 from llmctl.errors import BuildError
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 ProgressFn = Callable[[str], None]
 
@@ -109,7 +112,7 @@ def _noop(_: str) -> None:
     pass
 
 
-def _production_target(bp: Any, target_name: str | None) -> Any:
+def _production_target(bp: Blueprint, target_name: str | None) -> Any:
     target = bp.target(target_name)
     if target.is_local:
         raise BuildError(
@@ -118,7 +121,7 @@ def _production_target(bp: Any, target_name: str | None) -> Any:
     return target
 
 
-def _plan(bp: Any, plan: Any) -> Any:
+def _plan(bp: Blueprint, plan: Any) -> Any:
     if plan is not None:
         return plan
     from llmctl.sizing import plan as size
@@ -127,19 +130,21 @@ def _plan(bp: Any, plan: Any) -> Any:
     return size(request_from_blueprint(bp))
 
 
-def build_inputs(bp: Any, spec: BuildSpec, key: str) -> dict[str, Any]:
+def build_inputs(bp: Blueprint, spec: BuildSpec, key: str) -> dict[str, Any]:
     """What the engine manifest records as its inputs (everything the key hashes, and context)."""
     return {"spec": spec.to_dict(), "identity": spec.identity(), "blueprint": bp.name, "key": key}
 
 
-def resolve(bp: Any, target_name: str | None = None, plan: Any = None) -> tuple[BuildSpec, str]:
+def resolve(
+    bp: Blueprint, target_name: str | None = None, plan: Any = None
+) -> tuple[BuildSpec, str]:
     """The build spec and its key (no download, no GPU)."""
     _production_target(bp, target_name)
     spec = derive_spec(bp, _plan(bp, plan))
     return spec, engine_key(spec)
 
 
-def engine_version(bp: Any, target_name: str | None = None, plan: Any = None) -> str:
+def engine_version(bp: Blueprint, target_name: str | None = None, plan: Any = None) -> str:
     """The engine's key, as labels and audit records carry it; needs neither weights nor GPU.
 
     With ``target_name=None`` the first kubernetes target is used (the key does not depend on
@@ -166,7 +171,7 @@ def dry_run_steps(spec: BuildSpec, cache: EngineCache, key: str) -> list[Step]:
     return found
 
 
-def runtime_paths(entry: EngineEntry, bp: Any) -> RuntimePaths:
+def runtime_paths(entry: EngineEntry, bp: Blueprint) -> RuntimePaths:
     embedder_dir = None
     if bp.retrieval.enabled:
         from llmctl.local.spec import resolve_embedding_model
@@ -176,7 +181,7 @@ def runtime_paths(entry: EngineEntry, bp: Any) -> RuntimePaths:
 
 
 def build_production(
-    bp: Any,
+    bp: Blueprint,
     target_name: str,
     *,
     dry_run: bool = False,
@@ -254,7 +259,7 @@ def read_engine_config(entry: EngineEntry) -> dict[str, Any]:
 
 
 def render_for_model_store(
-    bp: Any,
+    bp: Blueprint,
     target_name: str,
     out_root: Path,
     *,
@@ -290,7 +295,7 @@ def render_for_model_store(
     )
 
 
-def build_job_manifest(bp: Any, target_name: str, plan: Any = None) -> dict[str, Any]:
+def build_job_manifest(bp: Blueprint, target_name: str, plan: Any = None) -> dict[str, Any]:
     """The Kubernetes Job (as a dict) that builds this blueprint's engine into the model store.
 
     For the kubernetes target: apply it, wait for completion, then serve the repository rendered

@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.engine.spec import BuildSpec
 from llmctl.errors import BuildError
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 STORE_MOUNT = "/models"
 WORK_DIR = "/work"
@@ -103,7 +106,7 @@ def _name(bp_name: str, key: str) -> str:
 
 
 def job_manifest(
-    bp: Any, target_name: str, spec: BuildSpec, key: str, inputs: dict[str, Any]
+    bp: Blueprint, target_name: str, spec: BuildSpec, key: str, inputs: dict[str, Any]
 ) -> dict[str, Any]:
     target = bp.target(target_name)
     volume = store_volume(target.storage.model_store, target_name)

@@ -24,9 +24,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import BuildError
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 FORMAT_VERSION = 1
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -154,7 +157,7 @@ def _looks_local(model_id: str) -> bool:
     return model_id.startswith(("/", "./", "../", "~")) or model_id.startswith("file://")
 
 
-def resolve_checkpoint(bp: Any) -> Checkpoint:
+def resolve_checkpoint(bp: Blueprint) -> Checkpoint:
     """Identify the checkpoint without downloading it (see the module docstring)."""
     model_id: str = bp.model.id
     if _looks_local(model_id):
@@ -200,7 +203,7 @@ def _auto(value: Any) -> bool:
     return value in (None, "auto")
 
 
-def derive_spec(bp: Any, plan: Any, checkpoint: Checkpoint | None = None) -> BuildSpec:
+def derive_spec(bp: Blueprint, plan: Any, checkpoint: Checkpoint | None = None) -> BuildSpec:
     """The build specification for a blueprint and its capacity plan.
 
     The blueprint's explicit engine settings win over the plan (a person decided them); "auto"

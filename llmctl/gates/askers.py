@@ -7,13 +7,16 @@ see; the groups come from the blueprint's sources and the corpus ACLs, never fro
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates import load, quality
 from llmctl.gates.stack import Stack
 
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
-def doc_acls(bp: Any) -> dict[str, list[str]]:
+
+def doc_acls(bp: Blueprint) -> dict[str, list[str]]:
     """Each document's ACL as ingestion reads it (the ground truth for access checks)."""
     from llmctl.retrieval.documents import read_sources, sources_from_blueprint
 
@@ -21,14 +24,38 @@ def doc_acls(bp: Any) -> dict[str, list[str]]:
     return {d.doc_id: list(d.acl) for d in read.documents}
 
 
-def probe_groups(bp: Any) -> list[str]:
+def probe_groups(bp: Blueprint) -> list[str]:
     """The broadest groups: the sources' default ACLs (every employee), nothing more."""
     groups = sorted({g for s in bp.retrieval.sources for g in (s.acl or ())})
     return groups or []
 
 
+def probe_questions(bp: Blueprint, questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the probe user (only the broadest groups) asks.
+
+    The evaluation set's restricted questions; where it has none (or there is no evaluation set),
+    one question about each document the broadest groups may not read, by its title, so every
+    blueprint with restricted documents has its ACLs probed through the real gateway.
+    """
+    broad = probe_groups(bp)
+    restricted = [q for q in questions if q.get("kind") == "restricted"]
+    if not restricted:
+        from llmctl.retrieval.documents import read_sources, sources_from_blueprint
+
+        restricted = [
+            {
+                "id": f"probe-{d.doc_id}",
+                "kind": "restricted",
+                "question": f"What does {d.title or d.doc_id} say?",
+            }
+            for d in read_sources(sources_from_blueprint(bp)).documents
+            if not set(broad) & set(d.acl)
+        ]
+    return [dict(q, asker_groups=list(broad)) for q in restricted]
+
+
 def identities_and_questions(
-    bp: Any, target: str, users: int, token_for: Callable[[str, list[str]], str] | None = None
+    bp: Blueprint, target: str, users: int, token_for: Callable[[str, list[str]], str] | None = None
 ) -> tuple[list[load.Identity], list[dict[str, Any]]]:
     """Simulated employees (everyone has the broad groups; some also one team group from the
     corpus ACLs) and the answerable questions of the evaluation set."""

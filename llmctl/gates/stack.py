@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError
 from llmctl.gates.compliance.sockets import listening_sockets
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 
 class Stack:
     """Where the running stack of a local target answers, and how to act as one of its users."""
 
-    def __init__(self, bp: Any, target: str) -> None:
+    def __init__(self, bp: Blueprint, target: str) -> None:
         from llmctl.gateway.component import COMPONENT_NAME
         from llmctl.local.supervisor import Supervisor
         from llmctl.state import StackState
@@ -30,9 +33,10 @@ class Stack:
         gw = self.supervisor.record(COMPONENT_NAME)
         tr = self.supervisor.record(TRITON)
         if gw is None or not gw.ports.get("http"):
+            flag = "" if target == "local" else f" --target {target}"
             raise LlmctlError(
                 f"no gateway is running for {bp.name!r} ({self.state_dir}); start the stack with "
-                f"`llmctl up {bp.path}` and `llmctl ingest {bp.path}` first"
+                f"`llmctl up {bp.path}{flag}` and `llmctl ingest {bp.path}{flag}` first"
             )
         self.gateway_url = f"http://127.0.0.1:{gw.ports['http']}"
         self.triton_url = (

@@ -12,11 +12,14 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gateway.auth import DEV_JWKS_FILE, dev_issuer_name, ensure_dev_issuer
 from llmctl.gateway.config import GatewayConfig, config_bytes, config_from_blueprint, write_config
 from llmctl.state import StackState
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 COMPONENT_NAME = "gateway"
 
@@ -25,7 +28,21 @@ def gateway_config_path(state_dir: str | os.PathLike[str]) -> Path:
     return StackState.at(state_dir).gateway_config
 
 
-def _chat_template(bp: Any) -> str | None:
+def gateway_argv(
+    config: str | os.PathLike[str],
+    *,
+    port: int = 0,
+    ready_file: str | os.PathLike[str] | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The gateway process's command line on 127.0.0.1 (port 0: the kernel picks one and the
+    gateway writes it to ``ready_file``)."""
+    argv = [python, "-m", "llmctl.gateway", "--config", str(config), "--host", "127.0.0.1"]
+    argv += ["--port", str(port)]
+    return argv + (["--ready-file", str(ready_file)] if ready_file is not None else [])
+
+
+def _chat_template(bp: Blueprint) -> str | None:
     """The local GGUF's own chat template (None: the gateway's ChatML default)."""
     try:
         from llmctl.local.prompt import gguf_chat_template
@@ -58,7 +75,7 @@ def _stable_port(state: Path, free_port: Any, prepare: bool) -> int:
 
 
 def gateway_factory(
-    bp: Any,
+    bp: Blueprint,
     *,
     index_dir: str | os.PathLike[str] | None = None,
     engine_hash: str = "",
@@ -94,7 +111,7 @@ def gateway_factory(
 
 def gateway_component(
     state_dir: str | os.PathLike[str],
-    bp: Any,
+    bp: Blueprint,
     *,
     triton_url: str,
     triton_grpc_url: str,
@@ -148,17 +165,7 @@ def gateway_component(
     config_sha = hashlib.sha256(config_bytes(config)).hexdigest()
     return ComponentSpec(
         name=COMPONENT_NAME,
-        argv=(
-            python,
-            "-m",
-            "llmctl.gateway",
-            "--config",
-            str(path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ),
+        argv=tuple(gateway_argv(path, port=port, python=python)),
         env=dict(os.environ if env is None else env),
         health_url=f"http://127.0.0.1:{port}/healthz",
         log_file=StackState.at(state).log_file(COMPONENT_NAME),

@@ -13,10 +13,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError
 from llmctl.state import StackState
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 CONFIG_VERSION = 1
 
@@ -209,7 +212,7 @@ def config_bytes(config: GatewayConfig) -> bytes:
 
 
 def config_from_blueprint(
-    bp: Any,
+    bp: Blueprint,
     *,
     state_dir: str | os.PathLike[str],
     triton_url: str,
@@ -231,15 +234,13 @@ def config_from_blueprint(
     net = bp.network
     auth_bp = net.auth
     model = bp.model
-    local_model = getattr(model, "local", None)
     kind = bp.targets[target].type if target in bp.targets else target
-    is_local = kind == "local" and local_model is not None
-    if is_local:
+    if kind == "local":
         # The laptop model is not the production one: its own context and output budget apply.
-        context_tokens = int(local_model.context_tokens)
-        max_output = int(getattr(local_model, "max_output_tokens", 0) or model.max_output_tokens)
+        context_tokens = int(model.local.context_tokens)
+        max_output = int(model.local.max_output_tokens or model.max_output_tokens)
     else:
-        context_tokens = int(getattr(model, "context_length", 0) or 0) or (
+        context_tokens = int(model.context_length or 0) or (
             int(model.max_input_tokens) + int(model.max_output_tokens)
         )
         max_output = int(model.max_output_tokens)
@@ -257,8 +258,8 @@ def config_from_blueprint(
         engine_hash=engine_hash,
         chat_template=chat_template,
         index_hash=index_hash,
-        log_level=str(getattr(bp.observability, "log_level", "info") or "info").lower(),
-        metrics=bool(getattr(bp.observability, "metrics", True)),
+        log_level=(bp.observability.log_level or "info").lower(),
+        metrics=bp.observability.metrics,
         auth=AuthConfig(
             mode=auth_bp.mode,
             issuer=dev_issuer if dev_jwks_path else auth_bp.issuer,

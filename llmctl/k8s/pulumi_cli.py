@@ -23,12 +23,16 @@ PROJECT = "llmctl"
 NO_CLI = (
     "the Pulumi CLI is not installed (needed by plan/up/status/down on kubernetes targets): "
     "install it from https://www.pulumi.com/docs/install/ and put `pulumi` on PATH, "
-    "or run `llmctl render BLUEPRINT --target NAME -o DIR` and apply the manifests with your GitOps tool"
+    "or run `llmctl render BLUEPRINT --target NAME --out DIR` and apply the manifests with your GitOps tool"
 )
 #: Operations that change something; "same" and "read" do not.
 CHANGES = ("create", "update", "delete", "replace", "create-replacement", "delete-replaced")
 
 OnLine = Callable[[str], None]
+
+
+class StackAbsent(StackError):
+    """The named stack does not exist in the backend (status: not deployed; down: nothing to do)."""
 
 
 def cli_path() -> str | None:
@@ -93,14 +97,18 @@ def select_stack(spec: StackRef | StackSpec) -> Any:
     )
     opts = auto.LocalWorkspaceOptions(project_settings=settings, secrets_provider="passphrase")
     try:
-        stack = auto.create_or_select_stack(
-            stack_name=stack_name(spec),
-            project_name=PROJECT,
-            program=program(spec) if isinstance(spec, StackSpec) else _no_program,
-            opts=opts,
-        )
+        if isinstance(spec, StackSpec):
+            stack = auto.create_or_select_stack(
+                stack_name=stack_name(spec), project_name=PROJECT, program=program(spec), opts=opts
+            )
+        else:  # status and down look at a stack; they never create one
+            stack = auto.select_stack(
+                stack_name=stack_name(spec), project_name=PROJECT, program=_no_program, opts=opts
+            )
         if spec.context:
             stack.set_config("kubernetes:context", auto.ConfigValue(spec.context))
+    except auto.StackNotFoundError as exc:
+        raise StackAbsent(f"stack {stack_name(spec)!r} does not exist in {backend_url()}") from exc
     except auto.CommandError as exc:
         raise StackError(
             f"pulumi: cannot open stack {stack_name(spec)!r}: {_first_line(exc)}"
@@ -163,9 +171,13 @@ def up(spec: StackSpec, on_line: OnLine | None = None) -> dict[str, Any]:
 
 
 def destroy(spec: StackRef | StackSpec, on_line: OnLine | None = None) -> dict[str, Any]:
+    """Pulumi destroy; a stack that was never created has nothing to destroy (no changes)."""
     from pulumi import automation as auto
 
-    stack = select_stack(spec)
+    try:
+        stack = select_stack(spec)
+    except StackAbsent:
+        return {"stack": stack_name(spec), "changes": {}}
     try:
         result = stack.destroy(on_output=_sink(on_line), color="never")
     except auto.CommandError as exc:
@@ -174,5 +186,16 @@ def destroy(spec: StackRef | StackSpec, on_line: OnLine | None = None) -> dict[s
 
 
 def outputs(spec: StackRef | StackSpec) -> dict[str, Any]:
-    stack = select_stack(spec)
-    return {k: v.value for k, v in stack.outputs().items()}
+    """The stack's outputs; none (an empty dict) when the stack was never created."""
+    from pulumi import automation as auto
+
+    try:
+        stack = select_stack(spec)
+    except StackAbsent:
+        return {}
+    try:
+        return {k: v.value for k, v in stack.outputs().items()}
+    except auto.CommandError as exc:
+        raise StackError(
+            f"pulumi: cannot read the outputs of {stack_name(spec)!r}: {_first_line(exc)}"
+        ) from exc

@@ -71,7 +71,7 @@ def _plain(value: Any) -> Any:
 
 
 def run_program(spec: StackSpec) -> list[Recorded]:
-    """Every resource ``stacks.program.define(spec)`` registers, in registration order."""
+    """Every resource ``llmctl.stacks.program.define(spec)`` registers, in registration order."""
     import pulumi
 
     from llmctl.stacks.program import define

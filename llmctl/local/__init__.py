@@ -3,8 +3,7 @@
 - ``tritonserver``: the one module that knows the tritonserver binary (locate, backend dir, argv, env).
 - ``supervisor``: generic background components (argv, env, health URL, log) and their state files.
 - ``repository``: renders ``engines/local/*`` into ``$LLMCTL_CACHE/local/models/<model>-<key>``.
-- ``triton_client``: ``stream_generate`` and ``embed`` over tritonclient (gRPC), reused by the
-  gateway and ingestion.
+- (the Triton client every part of llmctl shares is ``llmctl.triton_client``)
 - ``prompt``: chat messages -> the formatted prompt (``text_input`` is always a complete prompt,
   as with TensorRT-LLM; the caller applies the chat template).
 - ``smoke``: what ``up`` checks before it reports success.

@@ -11,9 +11,12 @@ import importlib.util
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import StackError
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 ENV_LLM_THREADS = "LLMCTL_LLM_THREADS"
 ENV_EMBED_THREADS = "LLMCTL_EMBED_THREADS"
@@ -146,37 +149,28 @@ def _positive(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def local_spec_from_blueprint(bp: Any) -> LocalStackSpec:
+def local_spec_from_blueprint(bp: Blueprint) -> LocalStackSpec:
     """Map the typed blueprint (docs/BLUEPRINT_MODEL.md) onto the local stack spec.
 
     Threads: ``model.local.threads`` (or ``LLMCTL_LLM_THREADS``) for llama.cpp, and
     ``LLMCTL_EMBED_THREADS`` for torch; both default to the usable CPUs (at most 8). On a 2-core
     machine the two models share the cores, which is fine because they rarely run at once.
     """
-    local = getattr(bp.model, "local", None)
-    gguf_name = getattr(local, "gguf", None) if local is not None else None
-    if gguf_name:
-        gguf = Path(bp.resolve_path(gguf_name))
-    else:
-        gguf = default_gguf()
+    local = bp.model.local
+    gguf = Path(bp.resolve_path(local.gguf)) if local.gguf else default_gguf()
     llm = LlmSpec(
         gguf=gguf,
-        context_tokens=_positive(getattr(local, "context_tokens", None)) or 2048,
-        threads=_env_int(ENV_LLM_THREADS)
-        or _positive(getattr(local, "threads", None))
-        or default_threads(),
+        context_tokens=_positive(local.context_tokens) or 2048,
+        threads=_env_int(ENV_LLM_THREADS) or _positive(local.threads) or default_threads(),
     )
     embedder = None
-    retrieval = getattr(bp, "retrieval", None)
-    if retrieval is not None and getattr(retrieval, "enabled", True):
-        emb = getattr(retrieval, "embedding", None)
+    if bp.retrieval.enabled:
+        emb = bp.retrieval.embedding
         embedder = EmbedderSpec(
-            model_path=resolve_embedding_model(getattr(emb, "model", None), bp.base_dir),
-            dimensions=_positive(getattr(emb, "dimensions", None)) or 384,
+            model_path=resolve_embedding_model(emb.model, bp.base_dir),
+            dimensions=_positive(emb.dimensions) or 384,
             threads=_env_int(ENV_EMBED_THREADS) or default_threads(),
             # retrieval.embedding.batchSize is texts per request during ingestion (the client
             # side); how many of them go through one forward pass is the engine's business.
         )
-    return LocalStackSpec(
-        name=bp.name, llm=llm, embedder=embedder, blueprint_hash=getattr(bp, "hash", "") or ""
-    )
+    return LocalStackSpec(name=bp.name, llm=llm, embedder=embedder, blueprint_hash=bp.hash)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import StackError
+from llmctl.state import StackState
 
 ProgressFn = Callable[[str], None]
 START_MARKER = "=== llmctl: starting "
@@ -181,7 +182,7 @@ class Supervisor:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.components_dir = state_dir / "components"
+        self.components_dir = StackState.at(state_dir).components_dir
 
     # -- records -------------------------------------------------------------------------------
     def _record_path(self, name: str) -> Path:

@@ -19,9 +19,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 # The blueprint schema's ``$defs/group`` pattern: the same names the gateway reads from tokens.
 GROUP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
@@ -125,7 +128,7 @@ class SourceSpec:
         return self.sensitivity in ("confidential", "restricted")
 
     @classmethod
-    def from_blueprint(cls, bp: Any, source: Any) -> SourceSpec:
+    def from_blueprint(cls, bp: Blueprint, source: Any) -> SourceSpec:
         return cls(
             name=source.name,
             root=Path(bp.resolve_path(source.path)),
@@ -361,7 +364,7 @@ def read_sources(
     return total
 
 
-def sources_from_blueprint(bp: Any) -> list[SourceSpec]:
+def sources_from_blueprint(bp: Blueprint) -> list[SourceSpec]:
     return [SourceSpec.from_blueprint(bp, s) for s in bp.retrieval.sources]
 
 

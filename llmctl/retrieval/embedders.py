@@ -125,13 +125,11 @@ class TritonEmbedder:
         """``embed`` from an event loop (the gateway's questions): no thread, one shared channel."""
         import asyncio
 
-        from llmctl.triton_client import aembed, grpc_address
+        from llmctl.triton_client import aembed, grpc_aio_client
 
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient_loop is not loop:
-            import tritonclient.grpc.aio as grpc_aio
-
-            self._aclient = grpc_aio.InferenceServerClient(url=grpc_address(self.url))
+            self._aclient = grpc_aio_client(self.url)
             self._aclient_loop = loop
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from llmctl.retrieval.documents import (
 )
 from llmctl.retrieval.embedders import Embedder
 from llmctl.retrieval.index import INDEX_VERSION, ChunkIndex, rows_to_table
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,7 @@ def ingest_documents(
     return report
 
 
-def blueprint_tokenizer(bp: Any) -> Tokenizer:
+def blueprint_tokenizer(bp: Blueprint) -> Tokenizer:
     """The tokenizer of the blueprint's embedding model (the approximation if not available)."""
     try:
         from llmctl.local.spec import resolve_embedding_model
@@ -273,7 +276,7 @@ def blueprint_tokenizer(bp: Any) -> Tokenizer:
 
 
 def ingest(
-    bp: Any,
+    bp: Blueprint,
     embedder: Embedder,
     index_dir: str | Path,
     *,

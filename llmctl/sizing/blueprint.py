@@ -6,9 +6,12 @@ mapping's choices (growth factor, "auto", retrieval budget) are visible in one p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.sizing.planner import SizingRequest
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 _AUTO = {None, "auto"}
 
@@ -17,7 +20,7 @@ def _opt(value: Any) -> Any:
     return None if value in _AUTO else value
 
 
-def request_from_blueprint(bp: Any) -> SizingRequest:
+def request_from_blueprint(bp: Blueprint) -> SizingRequest:
     """Build the planner's request from a blueprint.
 
     The configuration (and its cost, against the budget) is sized for today's peak; growth
@@ -27,14 +30,14 @@ def request_from_blueprint(bp: Any) -> SizingRequest:
     """
     req = bp.requirements
     model = bp.model
-    engine = getattr(bp, "engine", None)
+    engine = bp.engine
     cap = bp.capacity
-    retrieval = getattr(bp, "retrieval", None)
+    retrieval = bp.retrieval
 
     precisions: tuple[str, ...] | None = None
     if _opt(model.precision):
         precisions = (model.precision,)
-    quant = _opt(getattr(engine, "quantization", None)) if engine is not None else None
+    quant = _opt(engine.quantization)
     if quant and quant != "none":
         precisions = (quant,)
 
@@ -47,7 +50,7 @@ def request_from_blueprint(bp: Any) -> SizingRequest:
     tp = _opt(getattr(engine, "tensor_parallel", None)) if engine is not None else None
     growth = float(getattr(req.users, "growth_factor", 1) or 1)
     retrieval_ms = 0.0
-    if retrieval is not None and getattr(retrieval, "enabled", True):
+    if retrieval.enabled:
         retrieval_ms = float(retrieval.latency_budget_ms or 0)
     replicas = cap.replicas
     kv_fraction = getattr(engine, "kv_cache_free_gpu_mem_fraction", None) if engine else None

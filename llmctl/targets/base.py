@@ -11,6 +11,21 @@ from typing import Any, Protocol, runtime_checkable
 ProgressFn = Callable[[str], None]
 
 
+#: The optional progress callback every target call takes.
+Progress = ProgressFn | None
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``llmctl build`` may ask for beyond the build itself (kubernetes targets only)."""
+
+    dry_run: bool = False  # print the TensorRT-LLM spec and steps, run nothing
+    emit_job: Path | None = None  # write a Kubernetes Job that builds on a GPU node
+
+
+NO_OPTIONS = BuildOptions()
+
+
 class Result:
     """What every target call returns: data for tools, lines for people."""
 
@@ -40,13 +55,7 @@ class Target(Protocol):
     name: str
     kind: str
 
-    def build(
-        self,
-        on_progress: ProgressFn | None = None,
-        *,
-        dry_run: bool = False,
-        emit_job: Path | None = None,
-    ) -> Result:
+    def build(self, options: BuildOptions = NO_OPTIONS, on_progress: Progress = None) -> Result:
         """Build what the target serves (content-addressed: an unchanged build is not redone)."""
 
     def plan(self, on_progress: ProgressFn | None = None) -> Any:

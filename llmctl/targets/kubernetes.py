@@ -1,6 +1,6 @@
 """The ``kubernetes`` target: the blueprint's stack on a cluster, provisioned by Pulumi.
 
-One resolved spec (blueprint + capacity plan + engine and index versions, ``stacks.spec``) feeds
+One resolved spec (blueprint + capacity plan + engine and index versions, ``llmctl.stacks.spec``) feeds
 the program in ``stacks/``. ``render`` runs it under Pulumi's mock runtime and needs neither the
 Pulumi CLI nor a cluster; ``plan``/``apply``/``status``/``destroy`` run it inline through the
 Automation API (``llmctl.k8s.pulumi_cli``), which needs the CLI.
@@ -13,12 +13,15 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import StackError
 from llmctl.k8s.stackref import StackRef
 from llmctl.stacks.spec import StackSpec, spec_from_blueprint
-from llmctl.targets.base import ProgressFn, Result
+from llmctl.targets.base import NO_OPTIONS, BuildOptions, Progress, ProgressFn, Result
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 
 @dataclass
@@ -94,7 +97,11 @@ class RenderOutput(Result):
 
 
 def resolve_spec(
-    bp: Any, target_name: str, *, capacity_plan: Any = None, build_job: dict[str, Any] | None = None
+    bp: Blueprint,
+    target_name: str,
+    *,
+    capacity_plan: Any = None,
+    build_job: dict[str, Any] | None = None,
 ) -> StackSpec:
     """The spec for one kubernetes target of a blueprint, sizing it when no plan is given."""
     target = bp.target(target_name)
@@ -163,7 +170,7 @@ class KubernetesTarget:
 
     def __init__(
         self,
-        bp: Any,
+        bp: Blueprint | None,
         name: str,
         *,
         capacity_plan: Any = None,
@@ -173,15 +180,17 @@ class KubernetesTarget:
         target = bp.target(name) if bp is not None else None
         if target is not None and target.type != "kubernetes":
             raise StackError(f"target {name!r} is a {target.type} target, not kubernetes")
-        self.bp = bp
+        self.bp: Any = bp  # None only for a target made from a resolved spec (from_spec)
         self.name = name
         self._capacity_plan = capacity_plan
         self._build_job = build_job
         self._spec = spec
         if spec is not None:
             self.ref = StackRef(spec.name, spec.target, spec.context)
-        else:
+        elif bp is not None:
             self.ref = StackRef(bp.name, name, target.context if target else None)
+        else:
+            raise StackError("a kubernetes target needs a blueprint or a resolved spec")
 
     @classmethod
     def from_spec(cls, spec: StackSpec) -> KubernetesTarget:
@@ -196,18 +205,16 @@ class KubernetesTarget:
             )
         return self._spec
 
-    def build(
-        self,
-        on_progress: ProgressFn | None = None,
-        *,
-        dry_run: bool = False,
-        emit_job: Path | None = None,
-    ) -> Any:
+    def build(self, options: BuildOptions = NO_OPTIONS, on_progress: Progress = None) -> Any:
         """The TensorRT-LLM engine and its model repository (``llmctl.engine.build``)."""
         from llmctl.engine.build import build_production
 
         return build_production(
-            self.bp, self.name, dry_run=dry_run, emit_job=emit_job, progress=on_progress
+            self.bp,
+            self.name,
+            dry_run=options.dry_run,
+            emit_job=options.emit_job,
+            progress=on_progress,
         )
 
     def render(self, out_dir: str | Path) -> RenderOutput:

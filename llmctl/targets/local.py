@@ -44,7 +44,7 @@ from llmctl.local.supervisor import (
     log_tail,
 )
 from llmctl.state import StackState
-from llmctl.targets.base import DestroyResult, ProgressFn
+from llmctl.targets.base import NO_OPTIONS, BuildOptions, DestroyResult, Progress, ProgressFn
 from llmctl.targets.local_results import (
     Action,
     ApplyResult,
@@ -53,6 +53,7 @@ from llmctl.targets.local_results import (
     ModelStatus,
     StackStatus,
 )
+from llmctl.triton_client import HEALTH_LIVE
 
 if TYPE_CHECKING:
     from llmctl.blueprint.model import Blueprint
@@ -105,7 +106,7 @@ class LocalTarget:
     # -- paths and records -------------------------------------------------------------------
     @property
     def models_dir(self) -> Path:
-        return self.state_dir / "models"
+        return self.state.models_dir
 
     @property
     def stack_file(self) -> Path:
@@ -139,7 +140,7 @@ class LocalTarget:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / ".lock", "w") as fh:
+        with open(self.state.lock_file, "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
@@ -185,15 +186,9 @@ class LocalTarget:
         return out
 
     # -- build and plan ----------------------------------------------------------------------------
-    def build(
-        self,
-        on_progress: ProgressFn | None = None,
-        *,
-        dry_run: bool = False,
-        emit_job: Path | None = None,
-    ) -> LocalBuild:
+    def build(self, options: BuildOptions = NO_OPTIONS, on_progress: Progress = None) -> LocalBuild:
         """The model repository in the content-addressed cache (nothing in the stack's state)."""
-        if dry_run or emit_job:
+        if options != NO_OPTIONS:
             raise StackError(
                 "--dry-run and --emit-job apply to kubernetes targets (TensorRT-LLM engines)"
             )
@@ -250,7 +245,9 @@ class LocalTarget:
         plan_hash = hashlib.sha256(
             json.dumps({"models": desired, "triton": triton_id}, sort_keys=True).encode()
         ).hexdigest()[:16]
-        return LocalPlan(self.spec.name, desired, tuple(actions), plan_hash, self.name)
+        return LocalPlan(
+            self.spec.name, desired, tuple(actions), plan_hash, self.name, self.endpoints()
+        )
 
     def _placeholder_endpoints(self) -> dict[str, str]:
         return {"triton_http": "", "triton_grpc": "", "triton_metrics": ""}
@@ -355,7 +352,7 @@ class LocalTarget:
         shutil.rmtree(self.models_dir, ignore_errors=True)
         for build in builds.values():
             self._install_model(build)
-        backend_dir = tritonserver.prepare_backend_dir(install, self.state_dir / "backends")
+        backend_dir = tritonserver.prepare_backend_dir(install, self.state.backends_dir)
         ports = tritonserver.TritonPorts(
             http=self.spec.http_port or free_port(),
             grpc=self.spec.grpc_port or free_port(),
@@ -374,7 +371,7 @@ class LocalTarget:
             name=TRITON,
             argv=tuple(argv),
             env=tritonserver.build_env(install),
-            health_url=f"http://127.0.0.1:{ports.http}/v2/health/live",
+            health_url=f"http://127.0.0.1:{ports.http}{HEALTH_LIVE}",
             log_file=self.log_file(TRITON),
             ports=ports.as_dict(),
             cwd=self.state_dir,
@@ -464,7 +461,7 @@ class LocalTarget:
 
     def _teardown(self) -> list[str]:
         stopped = self.supervisor.stop_all()
-        for path in (self.models_dir, self.state_dir / "backends", self.supervisor.components_dir):
+        for path in (self.models_dir, self.state.backends_dir, self.supervisor.components_dir):
             shutil.rmtree(path, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.stack_file.unlink()
@@ -518,6 +515,8 @@ class LocalTarget:
     def destroy(self, on_progress: ProgressFn | None = None) -> DestroyResult:
         """Stop every component (SIGTERM, then SIGKILL the group) and remove the runtime state."""
         say = on_progress or _noop
+        if not self.state_dir.exists():  # never started: nothing to stop, and nothing to write
+            return DestroyResult(self.spec.name, self.name, ())
         with self._locked():
             for rec in self.supervisor.records():
                 say(f"stopping {rec.name} (pid {rec.pid})")

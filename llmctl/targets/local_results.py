@@ -54,6 +54,7 @@ class LocalPlan(Result):
     actions: tuple[Action, ...]
     plan_hash: str
     target: str = "local"
+    endpoints: dict[str, str] = field(default_factory=dict)  # what serves now
 
     @property
     def changed(self) -> bool:
@@ -66,7 +67,9 @@ class LocalPlan(Result):
 
     def summary(self) -> list[str]:
         if not self.changed:
-            return [f"stack {self.stack!r} is up to date (plan {self.plan_hash}); no changes"]
+            return [f"stack {self.stack!r} is up to date (plan {self.plan_hash}); no changes"] + [
+                f"  {name:15} {url}" for name, url in self.endpoints.items()
+            ]
         return [f"plan for stack {self.stack!r} ({self.target}):"] + [
             f"  {a.verb:8} {a.subject}  {a.reason}" for a in self.actions
         ]

@@ -19,7 +19,7 @@ Tests run every requirement against ``tests/fixtures/compliance/<REQUIREMENT>/{p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance import access_control, audit, citations, residency, slo
 from llmctl.gates.compliance.access_control import check_access
@@ -38,6 +38,9 @@ from llmctl.gates.compliance.residency import check_residency, egress_denied
 from llmctl.gates.compliance.slo import check_slos
 from llmctl.gates.compliance.sockets import is_loopback, listening_sockets
 from llmctl.gates.results import Check, GateResult
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 __all__ = [
     "AUDIT_FIELDS",
@@ -76,13 +79,13 @@ REQUIREMENTS: tuple[Requirement, ...] = tuple(
 )
 
 
-def requirement_context(bp: Any, target: Any, ev: Evidence) -> RequirementContext:
+def requirement_context(bp: Blueprint, target: Any, ev: Evidence) -> RequirementContext:
     """What every requirement check reads; the responses file is read once, here."""
     responses = read_jsonl(ev.responses_file) if ev.responses_file.is_file() else []
     return RequirementContext(bp=bp, target=target, evidence=ev, responses=responses)
 
 
-def check_compliance(bp: Any, target: Any, ev: Evidence) -> GateResult:
+def check_compliance(bp: Blueprint, target: Any, ev: Evidence) -> GateResult:
     """Every requirement of the blueprint, each with its checks; see the module docstring."""
     ctx = requirement_context(bp, target, ev)
     checks: list[Check] = []

@@ -21,13 +21,20 @@ def applies(ctx: RequirementContext) -> bool:
 
 
 def check(ctx: RequirementContext) -> list[Check]:
-    return check_access(ctx.responses, ctx.evidence.doc_acls)
+    from llmctl.gates.askers import probe_groups
+
+    return check_access(ctx.responses, ctx.evidence.doc_acls, probe_groups(ctx.bp))
 
 
 def check_access(
-    responses: Sequence[dict[str, Any]], doc_acls: dict[str, Sequence[str]]
+    responses: Sequence[dict[str, Any]],
+    doc_acls: dict[str, Sequence[str]],
+    broad_groups: Sequence[str] | None = None,
 ) -> list[Check]:
-    """Nothing cited to anyone outside the document's ACL; the probe user got zero restricted chunks."""
+    """Nothing cited to anyone outside the document's ACL; the probe user got zero restricted chunks.
+
+    With ``broad_groups`` given and no document restricted beyond them, there is nothing for a
+    probe to find: the probe check passes and says so (every response is still checked)."""
     leaks = []
     for r in responses:
         groups = set(r.get("groups") or [])
@@ -41,8 +48,19 @@ def check_access(
     probe = [r for r in responses if r.get("source") == "probe"]
     probe_leaks = [x for x in leaks if any(str(p.get("request_id")) in x for p in probe)]
     probe_bad = [p for p in probe if p.get("status") != 200]
+    broad = set(broad_groups or ())
+    nothing_restricted = broad_groups is not None and all(broad & set(a) for a in doc_acls.values())
     checks = [
         Check(
+            "access-control.probe-user",
+            True,
+            f"no document is restricted beyond {sorted(broad)}: nothing for a probe user to find",
+            value=0,
+            threshold=0,
+            evidence="access control: a user with only the broadest group asks every restricted question",
+        )
+        if nothing_restricted and not probe
+        else Check(
             "access-control.probe-user",
             bool(probe) and not probe_leaks and not probe_bad,
             (

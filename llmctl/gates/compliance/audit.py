@@ -9,11 +9,14 @@ record that disagrees fails it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance.base import RequirementContext
 from llmctl.gates.compliance.evidence import read_audit
 from llmctl.gates.results import Check
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 REQUIREMENT = "audit"
 
@@ -51,7 +54,7 @@ def check(ctx: RequirementContext) -> list[Check]:
 
 
 def check_audit(
-    bp: Any, responses: Sequence[dict[str, Any]], audit: Sequence[dict[str, Any]]
+    bp: Blueprint, responses: Sequence[dict[str, Any]], audit: Sequence[dict[str, Any]]
 ) -> list[Check]:
     """``audit.one-record-per-request`` and ``audit.fields-complete`` for ``responses``."""
     req = "audit required"

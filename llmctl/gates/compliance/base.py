@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance.evidence import Evidence
 from llmctl.gates.results import Check
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 
 @dataclass(frozen=True)
 class RequirementContext:
     """The blueprint, the target judged, the run's evidence and its responses (read once)."""
 
-    bp: Any
+    bp: Blueprint
     target: Any
     evidence: Evidence
     responses: list[dict[str, Any]]

@@ -7,10 +7,13 @@ requirement; a run with no answer at all fails it too (nothing was shown to hold
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance.base import RequirementContext
 from llmctl.gates.results import Check
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 REQUIREMENT = "citations"
 
@@ -23,7 +26,7 @@ def check(ctx: RequirementContext) -> list[Check]:
     return check_citations(ctx.bp, ctx.responses)
 
 
-def check_citations(bp: Any, responses: Sequence[dict[str, Any]]) -> list[Check]:
+def check_citations(bp: Blueprint, responses: Sequence[dict[str, Any]]) -> list[Check]:
     """``citations.every-answer-cited`` over the responses with outcome ``answered``."""
     answered = [r for r in responses if r.get("outcome") == "answered"]
     bare = [r.get("request_id") or "?" for r in answered if not r.get("citations")]

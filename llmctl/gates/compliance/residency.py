@@ -9,12 +9,15 @@ egress rule to an ``ipBlock`` fails it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance.base import RequirementContext
 from llmctl.gates.compliance.evidence import Evidence
 from llmctl.gates.compliance.sockets import host_of, is_loopback
 from llmctl.gates.results import Check
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 REQUIREMENT = "residency"
 
@@ -27,13 +30,11 @@ def check(ctx: RequirementContext) -> list[Check]:
     return check_residency(ctx.bp, ctx.target, ctx.evidence)
 
 
-def check_residency(bp: Any, target: Any, ev: Evidence) -> list[Check]:
+def check_residency(bp: Blueprint, target: Any, ev: Evidence) -> list[Check]:
     """No external endpoint, loopback-only listeners (local), egress denied (every target)."""
     req = "data residency: private"
     checks: list[Check] = []
-    external = (
-        [("model.endpoint", bp.model.endpoint)] if getattr(bp.model, "endpoint", None) else []
-    )
+    external = [("model.endpoint", bp.model.endpoint)] if bp.model.endpoint else []
     external += [(k, v) for k, v in ev.endpoints.items() if v and not is_loopback(host_of(v))]
     checks.append(
         Check(

@@ -7,10 +7,13 @@ whose load gate produced no figures fails it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance.base import RequirementContext
 from llmctl.gates.results import Check, ge, le
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 REQUIREMENT = "slo"
 
@@ -23,7 +26,7 @@ def check(ctx: RequirementContext) -> list[Check]:
     return check_slos(ctx.bp, ctx.evidence.load_figures, ctx.evidence.load_thresholds)
 
 
-def check_slos(bp: Any, figures: dict[str, Any] | None, gate: Any) -> list[Check]:
+def check_slos(bp: Blueprint, figures: dict[str, Any] | None, gate: Any) -> list[Check]:
     """p95 latency, p95 TTFT, error rate (and throughput where a minimum is set) against ``gate``."""
     if figures is None or gate is None:
         return [

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.askers import doc_acls
 from llmctl.gates.quality import load_eval_set
 from llmctl.gates.results import GateResult, VerifyResult
+
+if TYPE_CHECKING:
+    pass
 
 #: ``on_progress(gate, message, fraction)``: fraction in 0..1 when the gate knows it, else None.
 VerifyProgress = Callable[[str, str, float | None], None]
@@ -58,7 +61,7 @@ class GateContext:
     say: VerifyProgress = no_progress
     stack: Any = None
     evidence: RunEvidence = field(default_factory=RunEvidence)
-    bp: Any = None
+    bp: Any = None  # the Blueprint, set once the check gate passes (gates after it need it)
     target_spec: Any = None  # bp.target(target)
     thresholds: Any = None  # bp.gates_for(target): the gates' thresholds with target overrides
     doc_acls: dict[str, Sequence[str]] = field(default_factory=dict)  # document -> its ACL

@@ -8,12 +8,15 @@ stack's audit file, listeners and endpoints, the load figures and the rendered m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmctl.gates import compliance, quality
-from llmctl.gates.askers import probe_groups
+from llmctl.gates.askers import probe_questions
 from llmctl.gates.results import GateResult
 from llmctl.gates.steps.base import GateContext
+
+if TYPE_CHECKING:
+    from llmctl.blueprint.model import Blueprint
 
 NAME = "compliance"
 
@@ -28,11 +31,7 @@ def record_responses(ctx: GateContext) -> Path:
 def run(ctx: GateContext) -> GateResult:
     """The probe user asks the restricted questions; the evidence is saved, then judged."""
     stack, bp = ctx.stack, ctx.bp
-    restricted = [
-        dict(q, asker_groups=probe_groups(bp))
-        for q in ctx.questions
-        if q.get("kind") == "restricted"
-    ]
+    restricted = probe_questions(bp, list(ctx.questions))
     if restricted:
         ctx.say(NAME, f"probe user asks {len(restricted)} restricted questions", None)
         ctx.evidence.responses += quality.ask_all(
@@ -58,7 +57,7 @@ def run(ctx: GateContext) -> GateResult:
     return compliance.check_compliance(bp, ctx.target_spec, ev)
 
 
-def kubernetes_manifests(bp: Any) -> dict[str, list[dict[str, Any]] | str]:
+def kubernetes_manifests(bp: Blueprint) -> dict[str, list[dict[str, Any]] | str]:
     """Rendered manifests of each kubernetes target (Pulumi mocks, no cluster), or why not."""
     out: dict[str, list[dict[str, Any]] | str] = {}
     targets = [t for t in bp.targets.values() if t.type == "kubernetes"]
