@@ -196,3 +196,16 @@ def test_planted_violations(passing, tmp_path: Path) -> None:
         )
     finally:
         (evidence / "responses.jsonl").write_text(original)
+
+
+def test_no_report_or_evidence_file_holds_a_bearer_token(passing) -> None:
+    """Tokens live in memory (the load runner gets them over a pipe); the evidence keeps hashes."""
+    tmp, _, _ = passing
+    files = [p for p in (tmp / "report").rglob("*") if p.is_file()]
+    assert any(p.name == "load-spec.json" for p in files)
+    holding = [str(p) for p in files if b"eyJ" in p.read_bytes()]
+    assert holding == []
+    spec = json.loads(next(p for p in files if p.name == "load-spec.json").read_text())
+    assert spec["identities"] and all(
+        "token" not in i and len(i["token_sha256"]) == 16 for i in spec["identities"]
+    )

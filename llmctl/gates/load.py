@@ -9,6 +9,7 @@ Judging is a pure function of recorded figures, so it is unit-tested without a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,7 +44,9 @@ class Identity:
 
 @dataclass
 class LoadSpec:
-    """Everything the child process needs; written as JSON, so it is also a reproducible record."""
+    """Everything the child process needs. The child gets it whole over a pipe; the evidence
+    folder keeps ``record()``, the same document with each token replaced by its hash, so no
+    bearer token is ever at rest."""
 
     host: str
     user_class: str = GATEWAY_USER
@@ -63,6 +66,16 @@ class LoadSpec:
         from dataclasses import asdict
 
         return asdict(self)
+
+    def record(self) -> dict[str, Any]:
+        """``to_dict()`` without secrets: identities keep user, groups and a token hash."""
+        import hashlib
+
+        d = self.to_dict()
+        for ident in d["identities"]:
+            token = ident.pop("token", "")
+            ident["token_sha256"] = hashlib.sha256(token.encode()).hexdigest()[:16]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoadSpec:
@@ -146,17 +159,22 @@ def run_profile(
     work = Path(workdir or tempfile.mkdtemp(prefix="llmctl-load-"))
     work.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = work / "load-spec.json", work / "load-result.json"
-    spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
+    spec_path.write_text(json.dumps(spec.record(), indent=2))  # the evidence: no tokens
     env = dict(os.environ)
-    argv = [python, "-m", "llmctl.gates.load_runner", str(spec_path), str(out_path)]
+    argv = [python, "-m", "llmctl.gates.load_runner", "-", str(out_path)]
     proc = subprocess.Popen(
         argv,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=work,
         env=env,
     )
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError):  # a child that died at once reports below
+        proc.stdin.write(json.dumps(spec.to_dict()))  # tokens travel over the pipe only
+        proc.stdin.close()
     deadline = time.monotonic() + spec.duration_s + spec.drain_s + grace_s
     assert proc.stdout is not None
     for line in proc.stdout:

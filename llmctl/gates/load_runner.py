@@ -141,9 +141,11 @@ def run(spec_doc: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m llmctl.gates.load_runner SPEC.json OUT.json", file=sys.stderr)
+        print("usage: python -m llmctl.gates.load_runner SPEC.json|- OUT.json", file=sys.stderr)
         return 2
-    result = run(json.loads(Path(argv[0]).read_text()))
+    # "-": the spec (bearer tokens included) arrives on stdin, so it never touches the disk
+    text = sys.stdin.read() if argv[0] == "-" else Path(argv[0]).read_text()
+    result = run(json.loads(text))
     out = Path(argv[1])
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
