@@ -156,7 +156,8 @@ def run_profile(
     for the report's plots), ``responses`` (what each request got back, compliance evidence) and
     Locust's own ``locust_stats`` for comparison.
     """
-    work = Path(workdir or tempfile.mkdtemp(prefix="llmctl-load-"))
+    # absolute: the child runs in this folder, and a relative --report must not move with it
+    work = Path(workdir or tempfile.mkdtemp(prefix="llmctl-load-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = work / "load-spec.json", work / "load-result.json"
     spec_path.write_text(json.dumps(spec.record(), indent=2))  # the evidence: no tokens
