@@ -27,6 +27,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_WHEELS = ROOT / ".whl" / "llama-cpp-avx2"
+GENERATED = (".git", ".venv", ".whl", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
+GENERATED += (".hypothesis", ".llmctl", ".llmctl-verify", "reports")
 
 pytestmark = pytest.mark.stack
 
@@ -64,10 +66,14 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if LLAMA_WHEELS.is_dir():  # added to the machine's own find-links, which hold torch's CPU build
         links = [os.environ.get("PIP_FIND_LINKS", ""), str(LLAMA_WHEELS)]
         env["PIP_FIND_LINKS"] = " ".join(link for link in links if link)
+    # Built from a copy without the checkout's generated folders: setuptools reuses build/lib,
+    # where a module deleted from the source would live on and hide a packaging mistake.
+    src = base / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*GENERATED))
     dist = base / "dist"
     _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(dist), str(ROOT)],
+        + ["-w", str(dist), str(src)],
         base,
         env,
     )

@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 COMPONENT_NAME = "gateway"
 
 
-def gateway_config_path(state_dir: str | os.PathLike[str]) -> Path:
-    return StackState.at(state_dir).gateway_config
-
-
 def gateway_argv(
     config: str | os.PathLike[str],
     *,
@@ -53,16 +49,16 @@ def _chat_template(bp: Blueprint) -> str | None:
         return None
 
 
-def _stable_port(state: Path, free_port: Any, prepare: bool) -> int:
+def _stable_port(layout: StackState, free_port: Any, prepare: bool) -> int:
     """The port chosen the first time, so re-planning an unchanged stack changes nothing.
 
     Without ``prepare`` no port is chosen (0: the gateway is not running, so it starts anyway)."""
     from llmctl.local.supervisor import Supervisor
 
-    rec = Supervisor(state).record(COMPONENT_NAME)
+    rec = Supervisor(layout.dir).record(COMPONENT_NAME)
     if rec is not None and rec.ports.get("http"):
         return int(rec.ports["http"])
-    remembered = StackState.at(state).gateway_port_file
+    remembered = layout.gateway_port_file
     try:
         return int(remembered.read_text().strip())
     except (OSError, ValueError):
@@ -134,6 +130,7 @@ def gateway_component(
     from llmctl.local.supervisor import ComponentSpec, free_port
 
     state = Path(state_dir)
+    layout = StackState.at(state)
     auth = bp.network.auth
     dev_jwks: str | None = None
     dev_issuer: str | None = None
@@ -143,7 +140,7 @@ def gateway_component(
         )
         dev_jwks, dev_issuer = str(dev.jwks_path), dev.issuer
     elif auth.mode == "oidc":  # what ensure_dev_issuer will say, without creating a key
-        dev_jwks = str(StackState.at(state).auth_dir / DEV_JWKS_FILE)
+        dev_jwks = str(layout.auth_dir / DEV_JWKS_FILE)
         dev_issuer = dev_issuer_name(state)
     config: GatewayConfig = config_from_blueprint(
         bp,
@@ -158,17 +155,17 @@ def gateway_component(
         dev_issuer=dev_issuer,
         dev_jwks_path=dev_jwks,
     )
-    path = gateway_config_path(state)
+    path = layout.gateway_config
     if prepare:
         write_config(config, path)
-    port = port or _stable_port(state, free_port, prepare)
+    port = port or _stable_port(layout, free_port, prepare)
     config_sha = hashlib.sha256(config_bytes(config)).hexdigest()
     return ComponentSpec(
         name=COMPONENT_NAME,
         argv=tuple(gateway_argv(path, port=port, python=python)),
         env=dict(os.environ if env is None else env),
         health_url=f"http://127.0.0.1:{port}/healthz",
-        log_file=StackState.at(state).log_file(COMPONENT_NAME),
+        log_file=layout.log_file(COMPONENT_NAME),
         ports={"http": port},
         labels={
             "blueprint_hash": config.blueprint_hash,
