@@ -58,6 +58,8 @@ def full_spec(name: str = "test-stack") -> LocalStackSpec:
         llm=LlmSpec(gguf=default_gguf(), context_tokens=1024, threads=threads),
         embedder=EmbedderSpec(model_path=default_embedding_model(), threads=threads),
         startup_timeout_s=300.0,
+        # tests here SIGSTOP Triton and expect it back; tests/test_local_watchdog.py runs one
+        watchdog=False,
     )
 
 

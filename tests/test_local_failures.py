@@ -84,7 +84,8 @@ def test_readiness_timeout(stack_dirs):
 
 
 def test_dead_triton_is_reported_restarted_and_down_leaves_nothing(stack_dirs):
-    target = make_target(llm_only_spec("lifecycle"), stack_dirs)
+    # no watchdog: it would restart the killed Triton before ``up`` gets to (test_local_watchdog)
+    target = make_target(llm_only_spec("lifecycle", watchdog=False), stack_dirs)
     try:
         first = target.apply(smoke=False)
         rec = target.supervisor.record(TRITON)

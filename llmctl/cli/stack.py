@@ -95,7 +95,7 @@ def status(
     target: TargetOpt = "local",
     output: OutputOption = OutputFormat.text,
 ) -> None:
-    """Health of each component and model; exit 1 when something is dead, hung or stale."""
+    """Health of each component and model; exit 1 when something is dead, hung, missing or stale."""
     result = _target(blueprint, target).status()
     emit(result, output)
     if not result.ok:

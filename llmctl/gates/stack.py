@@ -68,9 +68,13 @@ class Stack:
         return {k: v for k, v in out.items() if v}
 
     def listeners(self) -> dict[str, list[str]]:
-        """Each supervised component's listening sockets (its whole process group's)."""
+        """Each serving component's listening sockets (its whole process group's). A component
+        that declares no port (the watchdog) serves nothing, so it is not expected to listen; if
+        it did, the sockets of its group would still be caught under its own name."""
         out = {}
         for rec in self.supervisor.records():
+            if not rec.ports and not listening_sockets([rec.pid]):
+                continue
             pids = self.supervisor._group_members(rec) or [rec.pid]  # noqa: SLF001
             out[rec.name] = listening_sockets(pids)
         return out

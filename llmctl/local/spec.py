@@ -130,6 +130,8 @@ class LocalStackSpec:
     startup_timeout_s: float = 180.0
     triton_args: tuple[str, ...] = ()
     blueprint_hash: str = ""
+    # A watchdog process restarts dead or hung components (llmctl.local.watchdog).
+    watchdog: bool = True
 
     def with_changes(self, **changes: Any) -> LocalStackSpec:
         return replace(self, **changes)

@@ -7,6 +7,13 @@ nothing here knows what Triton is. The supervisor records what it started in the
 directory (one JSON file per component: pid, process-group id, the process's kernel start time,
 ports, log), so a reused pid is never mistaken for our process and ``down`` kills exactly the
 process groups it created.
+
+A record also holds what restarting the component needs (``llmctl.local.watchdog`` does that with
+the same argv and ports): the working directory and only the part of the environment that differs
+from the environment of the ``llmctl`` that started it. The watchdog inherits that environment, so
+nothing the user's shell holds (tokens, keys) is written to disk; a differing variable whose name
+looks secret is not written either (its name is listed in ``env_withheld`` and the watchdog will not
+restart that component).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,12 @@ from llmctl.state import StackState
 
 ProgressFn = Callable[[str], None]
 START_MARKER = "=== llmctl: starting "
+#: A heartbeat file older than this means its writer is hung.
+HEARTBEAT_MAX_AGE_S = 10.0
+#: Words of an environment variable's name (split at "_") that mark it as a credential.
+_SECRET_WORDS = frozenset(
+    {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "PAT"}
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,7 @@ class ComponentSpec:
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str]
-    health_url: str  # 200 means healthy
+    health_url: str  # 200 means healthy ("" when ``heartbeat_file`` tells health instead)
     log_file: Path
     ports: Mapping[str, int] = field(default_factory=dict)
     cwd: Path | None = None
@@ -47,6 +61,11 @@ class ComponentSpec:
     # Identity for "has this component changed?"; env is excluded on purpose (it carries the
     # caller's whole environment), so pass what matters in ``labels``.
     labels: Mapping[str, str] = field(default_factory=dict)
+    # For a component that serves nothing: healthy while it rewrites this file (mtime) at least
+    # every HEARTBEAT_MAX_AGE_S seconds.
+    heartbeat_file: Path | None = None
+    # How long a restart (by the watchdog) may take to become healthy.
+    startup_timeout_s: float = 180.0
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "argv": list(self.argv), "labels": dict(self.labels)}
@@ -66,6 +85,45 @@ class ComponentRecord:
     log_file: str
     ports: dict[str, int]
     labels: dict[str, str]
+    # Added later, with defaults, so records written by older versions still load.
+    env: dict[str, str] = field(default_factory=dict)  # only what differs from the starter's
+    env_unset: list[str] = field(default_factory=list)  # variables the spec removed
+    env_withheld: list[str] = field(default_factory=list)  # differing secrets, not written
+    cwd: str | None = None
+    heartbeat_file: str = ""
+    startup_timeout_s: float = 180.0
+    first_started_at: float = 0.0  # kept across restarts: the order ``stop_all`` reverses
+    restarts: int = 0  # how often the watchdog started it again
+    last_restart_at: float | None = None
+    last_exit: str = ""  # why it was last restarted (exit status, signal, hung)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ComponentRecord:
+        """Load a record, ignoring fields a newer version may have added."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    def spec(self, base_env: Mapping[str, str] | None = None) -> ComponentSpec:
+        """The spec to start this component again: same argv, ports, cwd, log and health.
+
+        The environment is ``base_env`` (default: this process's, inherited from the ``llmctl up``
+        that started the stack) plus what the record says differs from it.
+        """
+        env = {**(os.environ if base_env is None else base_env), **self.env}
+        for name in self.env_unset:
+            env.pop(name, None)
+        return ComponentSpec(
+            name=self.name,
+            argv=tuple(self.argv),
+            env=env,
+            health_url=self.health_url,
+            log_file=Path(self.log_file),
+            ports=dict(self.ports),
+            cwd=Path(self.cwd) if self.cwd else None,
+            labels=dict(self.labels),
+            heartbeat_file=Path(self.heartbeat_file) if self.heartbeat_file else None,
+            startup_timeout_s=self.startup_timeout_s,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,12 +132,15 @@ class ComponentRecord:
 @dataclass(frozen=True)
 class ComponentHealth:
     name: str
-    state: str  # "healthy" | "unhealthy" | "hung" | "dead" | "stopped"
+    # "healthy" | "unhealthy" | "hung" | "dead" | "stopped" | "missing" (expected, no record)
+    state: str
     pid: int | None
     uptime_s: float | None
     ports: Mapping[str, int]
     log_file: str | None
     detail: str = ""
+    restarts: int = 0
+    last_exit: str = ""
 
     @property
     def ok(self) -> bool:
@@ -115,11 +176,40 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return rest[0], int(rest[19])
 
 
+def reuse_port(fixed: int, previous: int | None) -> int:
+    """``fixed`` if set, else ``previous`` while it is free, else a new free port.
+
+    Restarting a component on its previous ports keeps the URLs other components were configured
+    with, so they need no restart."""
+    if fixed:
+        return fixed
+    if previous and not port_in_use(previous):
+        return previous
+    return free_port()
+
+
+def env_delta(env: Mapping[str, str], base: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(what ``env`` sets differently from ``base``, the names ``env`` removes from ``base``)."""
+    changed = {k: v for k, v in env.items() if base.get(k) != v}
+    return changed, sorted(k for k in base if k not in env)
+
+
+def looks_secret(name: str) -> bool:
+    """Whether an environment variable's name suggests a credential (never written to disk)."""
+    return any(word in _SECRET_WORDS for word in re.split(r"[_\W]+", name.upper()))
+
+
 def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
     stat = _proc_stat(pid)
     if stat is None or stat[0] in ("Z", "X"):
         return False
     return start_ticks is None or stat[1] == start_ticks
+
+
+def process_stopped(pid: int) -> bool:
+    """True if the process is stopped (state T: SIGSTOP), which no health probe can tell."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] == "T"
 
 
 def _reap(pid: int) -> None:
@@ -139,7 +229,30 @@ def _dead(rec: ComponentRecord) -> ComponentHealth:
         rec.ports,
         rec.log_file,
         f"process {rec.pid} is gone; see {rec.log_file}",
+        rec.restarts,
+        rec.last_exit,
     )
+
+
+def heartbeat_state(path: Path | str, since: float) -> tuple[str, str]:
+    """("healthy"|"hung"|"down", detail) of a heartbeat file that must be newer than ``since``."""
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError:
+        return "down", f"no heartbeat yet ({path})"
+    if mtime < since - 1.0:
+        return "down", "no heartbeat since it started"
+    age = time.time() - mtime
+    if age > HEARTBEAT_MAX_AGE_S:
+        return "hung", f"no heartbeat for {age:.0f} s"
+    return "healthy", ""
+
+
+def probe_record(rec: ComponentRecord, timeout_s: float = 2.0) -> tuple[str, str]:
+    """Probe a started component by its heartbeat file, else by its health URL."""
+    if rec.heartbeat_file:
+        return heartbeat_state(rec.heartbeat_file, rec.started_at)
+    return probe(rec.health_url, timeout_s)
 
 
 def probe(url: str, timeout_s: float = 2.0) -> tuple[str, str]:
@@ -191,7 +304,7 @@ class Supervisor:
     def record(self, name: str) -> ComponentRecord | None:
         path = self._record_path(name)
         try:
-            return ComponentRecord(**json.loads(path.read_text()))
+            return ComponentRecord.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             return None
 
@@ -204,6 +317,10 @@ class Supervisor:
             if rec is not None:
                 found.append(rec)
         return found
+
+    def update(self, rec: ComponentRecord) -> None:
+        """Write ``rec`` back (atomically), e.g. with its restart count changed."""
+        self._write_record(rec)
 
     def _write_record(self, rec: ComponentRecord) -> None:
         self.components_dir.mkdir(parents=True, exist_ok=True)
@@ -243,17 +360,28 @@ class Supervisor:
             except OSError as exc:
                 raise StackError(f"{spec.name}: cannot start {spec.argv[0]}: {exc}") from exc
         stat = _proc_stat(proc.pid)
+        env, unset = env_delta(spec.env, os.environ)
+        withheld = sorted(k for k in env if looks_secret(k))
+        now = time.time()
         rec = ComponentRecord(
             name=spec.name,
             pid=proc.pid,
             pgid=proc.pid,
             start_ticks=stat[1] if stat else 0,
-            started_at=time.time(),
+            started_at=now,
             argv=list(spec.argv),
             health_url=spec.health_url,
             log_file=str(spec.log_file),
             ports=dict(spec.ports),
             labels=dict(spec.labels),
+            env={k: v for k, v in env.items() if k not in withheld},
+            env_unset=unset,
+            env_withheld=withheld,
+            # a restart from another process must run where this one did
+            cwd=str(spec.cwd) if spec.cwd is not None else os.getcwd(),
+            heartbeat_file=str(spec.heartbeat_file) if spec.heartbeat_file else "",
+            startup_timeout_s=spec.startup_timeout_s,
+            first_started_at=now,
         )
         self._write_record(rec)
         return rec
@@ -283,7 +411,7 @@ class Supervisor:
                     f"{name} exited during start-up; see {rec.log_file}:\n"
                     + log_tail(rec.log_file, keywords=log_keywords)
                 )
-            state, detail = probe(rec.health_url, timeout_s=1.0)
+            state, detail = probe_record(rec, timeout_s=1.0)
             if state == "healthy":
                 return
             if detail and detail != last and on_progress:
@@ -300,27 +428,38 @@ class Supervisor:
         rec = self.record(name)
         if rec is None:
             return ComponentHealth(name, "stopped", None, None, {}, None)
+        return self._health(rec, timeout_s)
+
+    def _health(self, rec: ComponentRecord, timeout_s: float) -> ComponentHealth:
         if not pid_alive(rec.pid, rec.start_ticks):
             return _dead(rec)
-        stat = _proc_stat(rec.pid)
-        if stat and stat[0] == "T":
-            return ComponentHealth(
-                name,
-                "hung",
-                rec.pid,
-                time.time() - rec.started_at,
-                rec.ports,
-                rec.log_file,
-                f"process {rec.pid} is stopped (SIGSTOP)",
-            )
-        state, detail = probe(rec.health_url, timeout_s=timeout_s)
+        if process_stopped(rec.pid):
+            state, detail = "hung", f"process {rec.pid} is stopped (SIGSTOP)"
+        else:
+            state, detail = probe_record(rec, timeout_s=timeout_s)
         if state == "down":
             if not pid_alive(rec.pid, rec.start_ticks):  # it died while we asked
                 return _dead(rec)
             state = "unhealthy"
         return ComponentHealth(
-            name, state, rec.pid, time.time() - rec.started_at, rec.ports, rec.log_file, detail
+            rec.name,
+            state,
+            rec.pid,
+            time.time() - rec.started_at,
+            rec.ports,
+            rec.log_file,
+            detail,
+            rec.restarts,
+            rec.last_exit,
         )
+
+    def kill_group(self, rec: ComponentRecord, timeout_s: float = 10.0) -> bool:
+        """SIGKILL the component's whole process group (a hung leader cannot be asked to stop)
+        and keep its record; True once no member is left."""
+        self._signal_group(rec, signal.SIGKILL)
+        gone = self._wait_group_gone(rec, timeout_s)
+        _reap(rec.pid)
+        return gone
 
     def stop(self, name: str, timeout_s: float | None = None) -> bool:
         """SIGTERM the component's process group, then SIGKILL; forget it. True if it was running."""
@@ -344,7 +483,10 @@ class Supervisor:
 
     def stop_all(self, timeout_s: float | None = None) -> list[str]:
         stopped = []
-        for rec in reversed(self.records()):  # reverse start order: dependants first
+        # reverse start order (dependants first: the watchdog, then the gateway, then Triton); a
+        # restart keeps first_started_at, so restarting Triton does not move it ahead of the gateway
+        order = sorted(self.records(), key=lambda r: r.first_started_at or r.started_at)
+        for rec in reversed(order):
             if self.stop(rec.name, timeout_s):
                 stopped.append(rec.name)
         return stopped

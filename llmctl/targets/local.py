@@ -6,11 +6,14 @@ repository under the stack's state directory (``llmctl.state.StackState``:
 with explicit model control, so applying a changed plan reloads only the models whose build key
 changed, without a restart. Further components (the gateway) plug in as ``ComponentFactory``
 functions and are started after Triton by the same ``apply``; ``local_target`` assembles the
-stack a blueprint asks for.
+stack a blueprint asks for. The last component is the watchdog (``llmctl.local.watchdog``), which
+restarts a dead or hung component on its recorded argv and ports; ``up`` restarting Triton reuses
+its previous ports too, so the gateway (configured with Triton's URL) keeps running.
 
 State directory layout::
 
     components/<name>.json   what the supervisor started (pid, process group, ports, log)
+    components/watchdog.heartbeat  rewritten by the watchdog every second (its health)
     logs/<name>.log          each component's output
     models/<model>/          Triton's model repository (copies of cached builds)
     backends/python/         links to the wheel's python backend and the matching stub
@@ -29,6 +32,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +42,13 @@ from llmctl.local.repository import LocalRepository, ModelBuild
 from llmctl.local.smoke import run_smoke
 from llmctl.local.spec import LocalStackSpec
 from llmctl.local.supervisor import (
+    ComponentHealth,
     ComponentSpec,
     Supervisor,
-    free_port,
     log_tail,
+    reuse_port,
 )
+from llmctl.local.watchdog import TRITON, WATCHDOG, watchdog_spec
 from llmctl.state import StackState
 from llmctl.targets.base import NO_OPTIONS, BuildOptions, DestroyResult, Progress, ProgressFn
 from llmctl.targets.local_results import (
@@ -58,7 +64,6 @@ from llmctl.triton_client import HEALTH_LIVE
 if TYPE_CHECKING:
     from llmctl.blueprint.model import Blueprint
 
-TRITON = "triton"
 #: Builds the spec of an extra component once Triton's endpoints are known (e.g. the gateway).
 #: ``prepare`` is False at plan time: describe the component, write nothing.
 ComponentFactory = Callable[["LocalTarget", Mapping[str, str], bool], ComponentSpec]
@@ -138,16 +143,25 @@ class LocalTarget:
         return endpoints
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, wait_s: float = 0.0) -> Iterator[None]:
+        """The stack's lock; ``wait_s``: how long to retry (a watchdog just stopped may take a
+        moment to release it: its threads exit after its leader reads as gone)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
         with open(self.state.lock_file, "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise StackError(
-                    f"another llmctl is changing stack {self.spec.name!r} right now "
-                    f"({self.state_dir}); wait for it to finish"
-                ) from exc
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as exc:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.1)
+                        continue
+                    raise StackError(
+                        f"another llmctl (or the stack's watchdog, restarting a component) is "
+                        f"changing stack {self.spec.name!r} right now "
+                        f"({self.state_dir}); wait for it to finish"
+                    ) from exc
             yield
 
     def _triton_identity(self) -> str:
@@ -241,6 +255,11 @@ class LocalTarget:
             )
             if not self.supervisor.is_running(spec.name) or not self._same(spec):
                 actions.append(Action("start", spec.name, "not running or changed"))
+        watchdog = self._watchdog_spec()
+        if watchdog is not None and not (
+            self.supervisor.is_running(WATCHDOG) and self._same(watchdog)
+        ):
+            actions.append(Action("start", WATCHDOG, "not running or changed"))
 
         plan_hash = hashlib.sha256(
             json.dumps({"models": desired, "triton": triton_id}, sort_keys=True).encode()
@@ -251,6 +270,11 @@ class LocalTarget:
 
     def _placeholder_endpoints(self) -> dict[str, str]:
         return {"triton_http": "", "triton_grpc": "", "triton_metrics": ""}
+
+    def _watchdog_spec(self) -> ComponentSpec | None:
+        if not self.spec.watchdog:
+            return None
+        return _with_identity(watchdog_spec(self.state_dir, self.log_file(WATCHDOG)))
 
     def _same(self, spec: ComponentSpec) -> bool:
         rec = self.supervisor.record(spec.name)
@@ -282,12 +306,13 @@ class LocalTarget:
             verbs = {(a.verb, a.subject) for a in plan.actions}
             fresh = ("start", TRITON) in verbs or ("restart", TRITON) in verbs
             loaded: list[str] = []
+            previous = self.supervisor.record(TRITON)
             try:
                 if fresh:
                     if ("restart", TRITON) in verbs:
                         say("stopping the previous Triton")
                         self.supervisor.stop(TRITON)
-                    self._start_triton(builds, deadline, say)
+                    self._start_triton(builds, deadline, say, previous.ports if previous else {})
                 loads = [a for a in plan.actions if a.verb in ("load", "reload")]
                 for action in loads:
                     if not fresh:
@@ -346,20 +371,25 @@ class LocalTarget:
         shutil.rmtree(old, ignore_errors=True)
 
     def _start_triton(
-        self, builds: Mapping[str, ModelBuild], deadline: float, say: ProgressFn
+        self,
+        builds: Mapping[str, ModelBuild],
+        deadline: float,
+        say: ProgressFn,
+        previous: Mapping[str, int],
     ) -> None:
         install = tritonserver.find_triton()
         shutil.rmtree(self.models_dir, ignore_errors=True)
         for build in builds.values():
             self._install_model(build)
         backend_dir = tritonserver.prepare_backend_dir(install, self.state.backends_dir)
+        # the previous ports while free: the gateway's config names them, so it needs no restart
         ports = tritonserver.TritonPorts(
-            http=self.spec.http_port or free_port(),
-            grpc=self.spec.grpc_port or free_port(),
-            metrics=self.spec.metrics_port or free_port(),
+            http=reuse_port(self.spec.http_port, previous.get("http")),
+            grpc=reuse_port(self.spec.grpc_port, previous.get("grpc")),
+            metrics=reuse_port(self.spec.metrics_port, previous.get("metrics")),
         )
         if len(set(ports.as_dict().values())) < 3:  # the kernel may hand out a port twice
-            ports = tritonserver.TritonPorts(ports.http, free_port(), free_port())
+            ports = tritonserver.TritonPorts(ports.http, reuse_port(0, 0), reuse_port(0, 0))
         argv = tritonserver.build_argv(
             install,
             model_repository=self.models_dir,
@@ -376,6 +406,7 @@ class LocalTarget:
             ports=ports.as_dict(),
             cwd=self.state_dir,
             labels={"identity": self._triton_identity(), "source": install.source},
+            startup_timeout_s=self.spec.startup_timeout_s,
         )
         say(f"starting Triton ({install.source}) on 127.0.0.1:{ports.http}")
         self.supervisor.start(spec)
@@ -431,9 +462,14 @@ class LocalTarget:
         )
 
     def _start_extra_components(self, deadline: float, say: ProgressFn) -> None:
+        """The factories' components, then the watchdog (last, so ``stop_all`` stops it first)."""
         endpoints = self.endpoints()
-        for factory in self.extra_components:
-            spec = _with_identity(factory(self, endpoints, True))
+        specs = [
+            _with_identity(factory(self, endpoints, True)) for factory in self.extra_components
+        ]
+        watchdog = self._watchdog_spec()
+        for spec in specs + ([watchdog] if watchdog is not None else []):
+            spec = replace(spec, startup_timeout_s=self.spec.startup_timeout_s)
             if self.supervisor.is_running(spec.name) and self._same(spec):
                 continue
             self.supervisor.stop(spec.name)
@@ -468,6 +504,14 @@ class LocalTarget:
         return stopped
 
     # -- status / destroy ------------------------------------------------------------------------
+    def expected_components(self) -> list[str]:
+        """What a running stack must have: Triton, the factories' components, the watchdog."""
+        endpoints = self.endpoints() or self._placeholder_endpoints()
+        names = [TRITON] + [
+            factory(self, endpoints, False).name for factory in self.extra_components
+        ]
+        return names + ([WATCHDOG] if self.spec.watchdog else [])
+
     def status(self) -> StackStatus:
         applied = self._applied()
         records = self.supervisor.records()
@@ -482,7 +526,12 @@ class LocalTarget:
                 str(self.state_dir),
                 self.name,
             )
-        components = tuple(self.supervisor.health(r.name) for r in records)
+        recorded = {r.name for r in records}
+        components = tuple(self.supervisor.health(r.name) for r in records) + tuple(
+            _missing(name, self.log_file(name))
+            for name in self.expected_components()
+            if name not in recorded
+        )
         problems = [
             f"{c.name} is {c.state}: {c.detail}".rstrip(": ") for c in components if not c.ok
         ]
@@ -517,10 +566,13 @@ class LocalTarget:
         say = on_progress or _noop
         if not self.state_dir.exists():  # never started: nothing to stop, and nothing to write
             return DestroyResult(self.spec.name, self.name, ())
-        with self._locked():
+        # The watchdog first, and before the lock: it may hold the lock while it restarts
+        # something, and it must not restart what is stopped here.
+        first = [WATCHDOG] if self.supervisor.stop(WATCHDOG) else []
+        with self._locked(wait_s=10.0 if first else 0.0):
             for rec in self.supervisor.records():
                 say(f"stopping {rec.name} (pid {rec.pid})")
-            return DestroyResult(self.spec.name, self.name, tuple(self._teardown()))
+            return DestroyResult(self.spec.name, self.name, tuple(first + self._teardown()))
 
 
 def _identity(spec: ComponentSpec) -> str:
@@ -529,7 +581,11 @@ def _identity(spec: ComponentSpec) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _with_identity(spec: ComponentSpec) -> ComponentSpec:
-    from dataclasses import replace
+def _missing(name: str, log_file: Path) -> ComponentHealth:
+    """An expected component with no record: it failed to start (its record was dropped)."""
+    detail = f"expected but not running (it failed to start or was stopped); see {log_file}"
+    return ComponentHealth(name, "missing", None, None, {}, str(log_file), detail)
 
+
+def _with_identity(spec: ComponentSpec) -> ComponentSpec:
     return replace(spec, labels={**spec.labels, "identity": _identity(spec)})

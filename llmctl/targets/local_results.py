@@ -116,7 +116,7 @@ class ModelStatus:
 @dataclass(frozen=True)
 class StackStatus(Result):
     stack: str
-    state: str  # running | degraded | stopped
+    state: str  # running | degraded (a component dead, hung or missing, a model stale) | stopped
     components: tuple[ComponentHealth, ...]
     models: tuple[ModelStatus, ...]
     endpoints: dict[str, str]
@@ -137,12 +137,18 @@ class StackStatus(Result):
     def summary(self) -> list[str]:
         lines = [f"stack {self.stack!r} ({self.target}): {self.state}  ({self.state_dir})"]
         if self.components:
-            lines.append(f"  {'component':10} {'state':9} {'pid':>8} {'uptime':>8}  ports  detail")
+            lines.append(
+                f"  {'component':10} {'state':9} {'pid':>8} {'uptime':>8} {'restarts':>8}  "
+                "ports  detail"
+            )
             for c in self.components:
                 uptime = f"{c.uptime_s:.0f} s" if c.uptime_s is not None else "-"
                 ports = " ".join(f"{k}={v}" for k, v in c.ports.items())
+                # why it was last restarted, while nothing more urgent is to be said
+                detail = c.detail or (f"last restart: {c.last_exit}" if c.last_exit else "")
                 lines.append(
-                    f"  {c.name:10} {c.state:9} {c.pid or '-':>8} {uptime:>8}  {ports}  {c.detail}"
+                    f"  {c.name:10} {c.state:9} {c.pid or '-':>8} {uptime:>8} {c.restarts:>8}  "
+                    f"{ports}  {detail}"
                 )
         if self.models:
             lines.append(f"  {'model':10} {'version':8} {'state':11} build key -> expected")
