@@ -10,7 +10,8 @@ folder of a blueprint's target (docs/CONTRACTS.md, "Places on disk")::
         logs/<name>.log              each component's output
         models/  backends/           Triton's model repository and python backend links
         gateway/config.json          the gateway's resolved configuration
-        auth/                        the dev issuer's signing key (0600) and JWKS
+        auth/                        the dev issuer's signing key (0600) and JWKS, the audit's
+                                     question key ring (question-keys.json, 0600)
         audit/audit.jsonl            the audit trail
         index/                       the LanceDB index
         stack.json  .lock            the applied plan; serialises up/down

@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "llmctl.cli.k8s",
     "llmctl.cli.engines",
     "llmctl.cli.verify",
+    "llmctl.cli.audit",
 )
 
 
