@@ -15,17 +15,20 @@ unchanged against the local stand-in or a production Triton.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 
 from llmctl.errors import BackendTimeout, BackendUnavailable, StackError
+
+T = TypeVar("T")
 
 LLM_MODEL = "ensemble"
 EMBED_MODEL = "embedder"
@@ -186,6 +189,34 @@ def _text_input(g: Any, texts: Sequence[str]) -> Any:
     return _input(g, "text", data, "BYTES")
 
 
+async def with_deadline(call: Awaitable[T], timeout_s: float, what: str) -> T:
+    """Await a ``tritonclient.grpc.aio`` call under a deadline without cancelling it from
+    outside the call.
+
+    Why: cancelling such a call from an enclosing scope (``anyio.fail_after``) surfaces as a
+    bare ``CancelledError`` that the scope does not turn into a timeout, so a hung Triton once
+    looked like a client disconnect (audited 499) and ended as a plain-text 500. Here the call
+    runs as its own task; past the deadline it is cancelled on the side and the caller gets
+    ``BackendTimeout``. A caller that is itself cancelled cancels the call too.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise BackendTimeout(f"{what}: no answer within {timeout_s:g} s")
+    return task.result()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log "exception was never retrieved"
+
+
 async def aembed(
     client: Any, texts: Sequence[str], *, model: str = EMBED_MODEL, timeout_s: float = 300.0
 ) -> np.ndarray:
@@ -197,13 +228,23 @@ async def aembed(
     """
     g = grpc_module()
     try:
-        result = await client.infer(
+        result = await with_deadline(
+            client.infer(
+                model,
+                [_text_input(g, texts)],
+                outputs=[g.InferRequestedOutput("embedding")],
+                client_timeout=timeout_s + 1.0,  # the deadline below decides; this is a backstop
+            ),
+            timeout_s,
             model,
-            [_text_input(g, texts)],
-            outputs=[g.InferRequestedOutput("embedding")],
-            client_timeout=timeout_s,
         )
+    except BackendTimeout:
+        raise
     except Exception as exc:  # tritonclient raises InferenceServerException
+        if "DEADLINE_EXCEEDED" in str(getattr(exc, "status", lambda: "")()) or (
+            "Deadline Exceeded" in str(exc)
+        ):
+            raise BackendTimeout(f"{model}: no answer within {timeout_s:g} s") from exc
         raise StackError(f"{model}: {exc}") from exc
     return result.as_numpy("embedding").astype(np.float32, copy=False)
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import field_validator
 from test_gateway_support import EchoLLM, ServerThread, closed_port, make_config, token
 
 from llmctl.errors import LlmctlError
+from llmctl.gateway import protocol
 from llmctl.gateway.app import create_app
 from llmctl.gateway.audit import read_records
 from llmctl.gateway.client import AsyncGatewayClient, GatewayClient, parse_sse
@@ -48,6 +51,9 @@ def _refused(model: type, body: dict[str, Any], limit: int = 20) -> BadRequest:
     return info.value
 
 
+LONE_SURROGATE = "{} contains a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
@@ -64,6 +70,8 @@ def _refused(model: type, body: dict[str, Any], limit: int = 20) -> BadRequest:
         ({"question": "q", "stream": None}, "'stream' must be true or false"),
         ({"question": "", "top_k": 0, "stream": "x"}, "'question' must be a non-empty string"),
         ({"question": "q", "top_k": 0, "stream": "x"}, "'top_k' must be a positive integer"),
+        ({"question": "hi \ud800"}, LONE_SURROGATE.format("'question'")),
+        ({"question": "\udfff", "top_k": 0}, LONE_SURROGATE.format("'question'")),
     ],
 )
 def test_ask_request_rules_and_their_order(body: dict[str, Any], message: str) -> None:
@@ -87,6 +95,13 @@ def _user(content: Any) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
 
+def TEXT(text: Any) -> dict[str, Any]:  # noqa: N802  (reads as a constructor in the tables)
+    return {"type": "text", "text": text}
+
+
+NOT_TEXT = "the 'text' of a text content part must be a string"
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
@@ -101,6 +116,14 @@ def _user(content: Any) -> dict[str, Any]:
         (
             {"messages": [_user("q")], "top_k": "1", "stream": 3},
             "'top_k' must be a positive integer",
+        ),
+        ({"messages": [_user([TEXT(5)])]}, NOT_TEXT),
+        ({"messages": [_user([TEXT("a"), TEXT(None)])]}, NOT_TEXT),
+        ({"messages": [_user([TEXT({"x": 1}), TEXT("")])], "top_k": 0}, NOT_TEXT),
+        ({"messages": [_user("hi \ud800")]}, LONE_SURROGATE.format("message content")),
+        (
+            {"messages": [_user([TEXT("a"), TEXT("\udc00")])]},
+            LONE_SURROGATE.format("message content"),
         ),
     ],
 )
@@ -138,6 +161,64 @@ def test_json_object(raw: bytes, message: str) -> None:
     with pytest.raises(Refusal, match=message):
         json_object(raw)
     assert json_object(b'{"a": 1}') == {"a": 1}
+
+
+DEEP = b'{"question": "q", "x": ' + b"[" * 8000 + b"]" * 8000 + b"}"  # 16,024 bytes
+LONG_INT = b'{"question": "q", "top_k": ' + b"7" * 5000 + b"}"
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (DEEP, "body is nested too deeply"),  # json.loads: RecursionError
+        (LONG_INT, "body holds a number with too many digits"),  # the int-digits ValueError
+    ],
+)
+def test_json_object_interpreter_limits_are_400(raw: bytes, message: str) -> None:
+    with pytest.raises(Refusal) as info:
+        json_object(raw)
+    assert (info.value.status, info.value.outcome, info.value.message) == (
+        400,
+        "bad_request",
+        message,
+    )
+
+
+def test_a_lone_surrogate_is_refused_and_a_pair_accepted() -> None:
+    """json.loads joins an escaped pair into one code point; only an unpaired half is refused
+    (it could never be encoded to UTF-8 for the audit hash, the embedder or the model)."""
+    body = json_object(
+        b'{"question": "hi \\ud83d\\ude00", "messages": [{"role": "user", '
+        b'"content": [{"type": "text", "text": "\\ud83d\\ude00"}]}]}'
+    )
+    assert _parse(AskRequest, body).question == "hi \U0001f600"
+    assert _parse(ChatCompletionRequest, body).question == "\U0001f600"
+    body = json_object(b'{"question": "hi \\ud800"}')
+    assert _refused(AskRequest, body).message == LONE_SURROGATE.format("'question'")
+    assert _refused(AskRequest, body).question is None  # nothing unencodable reaches the audit
+
+
+def test_any_other_failure_while_decoding_or_validating_is_a_400(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shape no rule names must still be the caller's 400, never the gateway's 500."""
+
+    class Tripping(AskRequest):
+        @field_validator("top_k", mode="before")
+        @classmethod
+        def _top_k(cls, value: Any) -> Any:
+            raise TypeError("a validator bug")
+
+    refused = _refused(Tripping, {"question": " q ", "top_k": 1})
+    assert (refused.message, refused.question) == ("invalid request body", "q")
+
+    def loads(raw: bytes) -> Any:
+        raise OverflowError("something json.loads was never expected to raise")
+
+    monkeypatch.setattr(protocol, "json", SimpleNamespace(loads=loads, JSONDecodeError=ValueError))
+    with pytest.raises(Refusal) as info:
+        json_object(b"{}")
+    assert (info.value.status, info.value.message) == (400, "body is not valid JSON")
 
 
 # -- dialects -----------------------------------------------------------------------------------
@@ -319,7 +400,12 @@ def test_client_ask_and_refusals(gateway: tuple[str, Path]) -> None:
         assert r.status == 401 and r.body["error"]["type"] == "unauthorized"
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert client.healthz().body == {"status": "ok"}
-        assert client.readyz().body == {"status": "ready", "llm": "ready", "index": "ready"}
+        assert client.readyz().body == {
+            "status": "ready",
+            "llm": "ready",
+            "index": "ready",
+            "audit": "ready",
+        }
     with GatewayClient(url) as anonymous:
         r = anonymous.ask("q")
         assert (r.status, r.body["outcome"]) == (401, "unauthorized")

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from llmctl.gateway.auth import DevIssuer, ensure_dev_issuer, mint_dev_token
 from llmctl.gateway.backends import IndexRetriever
 from llmctl.gateway.config import (
@@ -30,6 +28,8 @@ from llmctl.gateway.config import (
     LimitsConfig,
     RateLimitConfig,
 )
+from llmctl.gateway.questionkeys import ensure_question_keys
+from llmctl.gateway.server import build_server
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,7 @@ def make_config(
         audit=AuditConfig(
             path=str(state_dir / "audit" / "audit.jsonl"),
             include_question_text=include_question_text,
+            question_key_path=str(ensure_question_keys(state_dir)),
         ),
         limits=limits
         or LimitsConfig(
@@ -156,22 +157,23 @@ def make_config(
 
 
 class ServerThread:
-    """The gateway app under a real uvicorn server on 127.0.0.1, port chosen by the kernel."""
+    """The gateway app under a real uvicorn server on 127.0.0.1, port chosen by the kernel.
 
-    def __init__(self, app: Any) -> None:
+    The server is the production one (``llmctl.gateway.server.build_server``), with the
+    connection limits of ``config``, by default the config the app was created with.
+    """
+
+    def __init__(self, app: Any, config: GatewayConfig | None = None) -> None:
         self.app = app
+        if config is None:
+            gateway = getattr(getattr(app, "state", None), "gateway", None)
+            config = getattr(gateway, "config", None) or GatewayConfig()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port = int(self._sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                log_level="warning",
-                access_log=False,
-                lifespan="on",
-                timeout_graceful_shutdown=2,
-            )
+        self.server = build_server(
+            app, config, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
         )
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from llmctl.gateway.audit import AuditLog, AuditRecord, read_records
+from llmctl.gateway.audit import AuditLog, AuditRecord, read_records, trail_files
 from llmctl.gateway.auth import (
     Authenticator,
     AuthError,
@@ -35,6 +36,7 @@ from llmctl.gateway.prompt import (
     select_hits,
 )
 from llmctl.gateway.ratelimit import TokenBucketLimiter
+from llmctl.gateway.tokens import FallbackCounter
 
 # -- auth ---------------------------------------------------------------------------------------
 
@@ -185,11 +187,12 @@ def test_audit_rotates_by_size_without_losing_lines(tmp_path: Path) -> None:
     for i in range(100):
         log.write(_rec(i))
     log.close()
-    files = [path, *sorted(tmp_path.glob("a.jsonl.*"))]
-    assert len(files) > 2
+    files = trail_files(path)
+    assert len(files) > 2 and all(f.name.endswith(".jsonl.gz") for f in files[:-1])
     ids = [r["request_id"] for f in files for r in read_records(f)]
-    assert sorted(ids) == sorted(f"r{i}" for i in range(100))
-    assert all(f.stat().st_size <= 2000 for f in files)
+    assert ids == [f"r{i}" for i in range(100)]  # every line, in order, across the archive
+    assert all(len(gzip.decompress(f.read_bytes())) <= 2000 for f in files[:-1])
+    assert path.stat().st_size <= 2000
 
 
 # -- rate limit ---------------------------------------------------------------------------------
@@ -210,6 +213,9 @@ def test_token_bucket_burst_refill_and_isolation() -> None:
 # -- prompt -------------------------------------------------------------------------------------
 
 
+BY_3 = FallbackCounter(3)  # ASCII text at 3 characters a token, as the prompt tests assume
+
+
 def _hit(i: int, score: float, text: str = "x" * 500) -> dict:
     return {
         "doc_id": f"d{i}",
@@ -226,22 +232,18 @@ def _hit(i: int, score: float, text: str = "x" * 500) -> dict:
 def test_prompt_keeps_sources_within_budget_and_in_score_order() -> None:
     hits = select_hits([_hit(1, 0.5), _hit(2, 0.9), _hit(3, 0.1), _hit(2, 0.9)], min_score=0.2)
     assert [h["doc_id"] for h in hits] == ["d2", "d1"]  # below min_score and duplicates dropped
-    plan = build_prompt(
-        "q?", hits, max_input_tokens=10_000, max_source_chars=100, chars_per_token=3
-    )
+    plan = build_prompt("q?", hits, max_input_tokens=10_000, max_source_chars=100, tokens=BY_3)
     assert [s.doc_id for s in plan.sources] == ["d2", "d1"]
     assert "[1] T2 — H: " in plan.text and "[2] T1 — H: " in plan.text
-    small = build_prompt("q?", hits, max_input_tokens=150, max_source_chars=700, chars_per_token=3)
-    assert len(small.text) <= 150 * 3
+    small = build_prompt("q?", hits, max_input_tokens=150, max_source_chars=700, tokens=BY_3)
+    assert len(small.text) <= 150 * 3 and small.prompt_tokens == BY_3.count(small.text) <= 150
     assert [s.doc_id for s in small.sources] == ["d2"]  # the second does not fit: not cited either
 
 
 def test_no_source_answer_is_not_a_guess() -> None:
     assert "No source available" in NO_SOURCE_ANSWER
-    assert (
-        build_prompt("q", [], max_input_tokens=100, max_source_chars=10, chars_per_token=3).sources
-        == ()
-    )
+    plan = build_prompt("q", [], max_input_tokens=100, max_source_chars=10, tokens=BY_3)
+    assert plan.sources == ()
 
 
 # -- config -------------------------------------------------------------------------------------

@@ -29,10 +29,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    import uvicorn
-
     from llmctl.gateway.app import create_app
     from llmctl.gateway.config import load_config
+    from llmctl.gateway.server import build_server
 
     try:
         config = load_config(args.config)
@@ -41,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     level = getattr(logging, config.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(config)
+    try:
+        app = create_app(config)  # fails here on an unreadable question key ring, for one
+    except LlmctlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     sock.listen(2048)
     sock.set_inheritable(True)
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, log_level=config.log_level, access_log=False, timeout_graceful_shutdown=5
-        )
-    )
+    server = build_server(app, config, timeout_graceful_shutdown=5)
     if args.ready_file:
         original_startup = server.startup
 

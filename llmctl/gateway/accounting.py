@@ -19,16 +19,26 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from starlette.concurrency import run_in_threadpool
+from anyio import CapacityLimiter, to_thread
 
-from llmctl.gateway.audit import AuditLog, AuditRecord, sha256_text, utc_now_iso
+from llmctl.gateway.audit import AuditLog, AuditRecord, AuditUnavailable, utc_now_iso
 from llmctl.gateway.auth import Principal
 from llmctl.gateway.config import GatewayConfig
 from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.prompt import PromptPlan
-from llmctl.gateway.protocol import AskResponse, Citation, Usage
+from llmctl.gateway.protocol import AskResponse, Citation, Refusal, Usage
+from llmctl.gateway.questionkeys import question_fields
 
 log = logging.getLogger("llmctl.gateway")
+
+#: Outcomes that hand the caller an answer: with audit required, only after a durable record.
+ANSWERS = ("answered", "no_source")
+
+
+class Pools(Protocol):
+    """Worker-thread budgets the accounts use (see ``llmctl.gateway.pipeline.Pools``)."""
+
+    audit: CapacityLimiter
 
 
 class Books(Protocol):
@@ -37,6 +47,7 @@ class Books(Protocol):
     config: GatewayConfig
     metrics: GatewayMetrics
     audit: AuditLog
+    pools: Pools
 
     def index_hash(self) -> str: ...
 
@@ -56,6 +67,10 @@ class RequestAccount:
     retrieval_s: float = 0.0
     llm_s: float = 0.0
     ttft_s: float | None = None
+    index_hash: str = ""  # the hash of the index version that served this request's search
+    client: str | None = None  # the caller's address, kept only when authentication failed
+    recorded: bool = True  # False: a suppressed refusal, counted in metrics but not recorded
+    suppressed: int | None = None  # refusals from ``client`` not recorded before this one
     finished: bool = False
 
     @classmethod
@@ -96,7 +111,7 @@ class RequestAccount:
             request_id=self.request_id,
             blueprint_hash=cfg.blueprint_hash,
             engine_hash=cfg.engine_hash,
-            index_hash=self.books.index_hash(),
+            index_hash=self.index_hash or self.books.index_hash(),
             usage=self.usage(),
             timings=self.timings(),
             outcome=outcome,
@@ -114,7 +129,7 @@ class RequestAccount:
             status=status,
             subject=p.subject if p else None,
             groups=list(p.groups) if p else [],
-            question_sha256=sha256_text(self.question) if self.question is not None else None,
+            **question_fields(cfg.audit.question_key_path, self.question),
             question=self.question if cfg.audit.include_question_text else None,
             cited_doc_ids=sorted({s.doc_id for s in sources}),
             cited_chunks=[
@@ -123,23 +138,30 @@ class RequestAccount:
             ],
             blueprint_hash=cfg.blueprint_hash,
             engine_hash=cfg.engine_hash,
-            index_hash=self.books.index_hash(),
+            index_hash=self.index_hash or self.books.index_hash(),
             prompt_tokens=self.plan.prompt_tokens if self.plan else 0,
             completion_tokens=self.completion_tokens,
             latency_ms=round((time.perf_counter() - self.t0) * 1e3, 3),
             error=error,
+            client=self.client,
+            suppressed=self.suppressed or None,
         )
 
-    def _account(self, outcome: str, status: int) -> AuditRecord | None:
+    def _close(self, outcome: str, status: int, error: str | None) -> AuditRecord | None:
+        """The request's completion record, once; None when it was already finished."""
         if self.finished:
             return None
-        self.finished = True
+        record = self._record(outcome, status, error)  # built first: if it raised, a later
+        self.finished = True  # finish (the pipeline's error path) could still write one
+        self.books.metrics.in_flight.dec()
+        return record
+
+    def _count(self, outcome: str, status: int) -> None:
         m = self.books.metrics
         m.requests.labels(self.endpoint, outcome).inc()
         m.request_seconds.labels(self.endpoint).observe(time.perf_counter() - self.t0)
         if outcome == "answered":
             m.overhead_seconds.observe(max(0.0, time.perf_counter() - self.t0 - self.llm_s))
-        m.in_flight.dec()
         log.info(
             "request_id=%s endpoint=%s outcome=%s status=%d sources=%d latency_ms=%.1f",
             self.request_id,
@@ -149,18 +171,65 @@ class RequestAccount:
             len(self.plan.sources) if self.plan else 0,
             (time.perf_counter() - self.t0) * 1e3,
         )
-        return self._record(outcome, status, None)
 
-    async def finish(self, outcome: str, status: int, error: str | None = None) -> None:
-        """Write this request's one audit record (off the event loop: it fsyncs)."""
-        record = self._account(outcome, status)
-        if record is not None:
-            record.error = error
-            await run_in_threadpool(self.books.audit.write, record)
+    def _settle(self, outcome: str, status: int, durable: bool) -> bool:
+        """Count the request; an answer whose record failed (audit required) counts as
+        ``audit_unavailable``, which is what its caller is told. True: the caller may answer."""
+        required = self.books.config.audit.required
+        if not durable:
+            self.books.metrics.audit_write_failures.inc()
+        refused = not durable and required and outcome in ANSWERS
+        self._count("audit_unavailable" if refused else outcome, 503 if refused else status)
+        return durable or not required
+
+    async def intent(self) -> None:
+        """Before the first byte of a streamed answer: a durable record that it is being given
+        (``stage: intent``), so an answer can never leave without a trace. The completion record
+        follows. Raises the 503 refusal when the sink cannot take it (audit required)."""
+        if not self.books.config.audit.required:
+            return
+        record = self._record("streaming", 200, None)
+        record.stage = "intent"
+        try:
+            await to_thread.run_sync(self.books.audit.write, record, limiter=self.books.pools.audit)
+        except AuditUnavailable as exc:
+            self.books.metrics.audit_write_failures.inc()
+            raise audit_refusal(exc) from None
+
+    async def finish(self, outcome: str, status: int, error: str | None = None) -> bool:
+        """Write this request's one completion record (in the audit's own thread budget: it
+        fsyncs) and count it. False: the record failed and audit is required, so an answer must
+        not be sent (the caller answers 503 instead)."""
+        record = self._close(outcome, status, error)
+        if record is None:
+            return True
+        if not self.recorded:
+            self._count(outcome, status)
+            return True
+        try:
+            await to_thread.run_sync(self.books.audit.write, record, limiter=self.books.pools.audit)
+        except AuditUnavailable:
+            return self._settle(outcome, status, durable=False)
+        return self._settle(outcome, status, durable=True)
 
     def finish_now(self, outcome: str, status: int, error: str | None = None) -> None:
         """Same, blocking: for paths where the task is being cancelled and cannot await."""
-        record = self._account(outcome, status)
-        if record is not None:
-            record.error = error
+        record = self._close(outcome, status, error)
+        if record is None:
+            return
+        try:
             self.books.audit.write(record)
+        except AuditUnavailable:
+            self._settle(outcome, status, durable=False)
+            return
+        self._settle(outcome, status, durable=True)
+
+
+def audit_refusal(exc: AuditUnavailable) -> Refusal:
+    """The 503 a caller gets instead of an answer the audit sink could not record."""
+    return Refusal(
+        503,
+        "audit_unavailable",
+        f"{exc}; no answer is given without an audit record",
+        {"Retry-After": "5"},
+    )

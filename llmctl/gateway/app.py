@@ -12,21 +12,26 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 
 from llmctl.gateway.audit import AuditLog
+from llmctl.gateway.audit_archive import capacity_problem
 from llmctl.gateway.auth import Authenticator
 from llmctl.gateway.backends import BackendUnavailable, LLMClient, Retriever, TritonLLM
-from llmctl.gateway.config import GatewayConfig
+from llmctl.gateway.config import GatewayConfig, GatewayConfigError
 from llmctl.gateway.dialects import AskDialect, OpenAIDialect
 from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.pipeline import Gateway, serve
 from llmctl.gateway.prompt import PLAIN_FRAME, ChatFrame
+from llmctl.gateway.questionkeys import ring_source
 from llmctl.gateway.ratelimit import TokenBucketLimiter
+from llmctl.gateway.resilience import Check, Readiness
+from llmctl.gateway.tokens import load_token_counter
 
 
 def build_gateway(
@@ -38,15 +43,11 @@ def build_gateway(
     audit: AuditLog | None = None,
 ) -> Gateway:
     """The app's state; collaborators not given are the real ones built from ``config``."""
+    ring_source(config.audit.question_key_path)  # a missing or broken ring fails the start
     metrics = GatewayMetrics()
     auth = authenticator or Authenticator(config.auth)
     limiter = TokenBucketLimiter(config.rate_limit.requests_per_minute, config.rate_limit.burst)
-    audit = audit or AuditLog(
-        config.audit.path,
-        max_bytes=config.audit.max_bytes,
-        backups=config.audit.backups,
-        fsync=config.audit.fsync,
-    )
+    audit = audit or open_audit(config)
     lim = config.limits
     llm = llm or TritonLLM(
         config.triton_url,
@@ -60,7 +61,30 @@ def build_gateway(
         if config.prompt_format == "chat"
         else PLAIN_FRAME
     )
-    return Gateway(config, metrics, auth, limiter, audit, llm, retriever, frame)
+    # Loaded once: prompts are sized in the served model's tokens (a bad path fails the start).
+    tokens = load_token_counter(config.tokenizer, chars_per_token=lim.chars_per_token)
+    return Gateway(config, metrics, auth, limiter, audit, llm, retriever, frame, tokens)
+
+
+def open_audit(config: GatewayConfig) -> AuditLog:
+    """The audit trail the config names; refuses (one line) a sink that cannot be opened or
+    cannot hold what the blueprint's retention requires at its expected traffic."""
+    a = config.audit
+    problem = capacity_problem(Path(a.path), a.retention_days, a.records_per_day)
+    if problem:
+        raise GatewayConfigError(problem)
+    try:
+        return AuditLog(
+            a.path,
+            max_bytes=a.max_bytes,
+            backups=a.backups,
+            fsync=a.fsync,
+            retention_days=a.retention_days,
+        )
+    except OSError as exc:
+        raise GatewayConfigError(
+            f"audit sink {a.path}: {exc.strerror or exc}; make it writable and start again"
+        ) from exc
 
 
 def default_retriever(config: GatewayConfig) -> Retriever:
@@ -80,6 +104,31 @@ def default_retriever(config: GatewayConfig) -> Retriever:
     return IndexRetriever(lambda: ChunkIndex.open(index_dir), embedder)
 
 
+def _index_check(gw: Gateway) -> Check:
+    """The retriever's readiness without parking a thread when it can (``aready``)."""
+    aready = getattr(gw.retriever, "aready", None)
+    if aready is not None:
+        return aready  # type: ignore[no-any-return]
+
+    async def check() -> tuple[bool, str]:
+        return await anyio.to_thread.run_sync(gw.retriever.ready, limiter=gw.pools.probe)
+
+    return check
+
+
+def _audit_check(gw: Gateway) -> Check:
+    """The audit sink takes records (only a failing sink with audit required is not ready)."""
+
+    async def check() -> tuple[bool, str]:
+        ok, detail = await anyio.to_thread.run_sync(gw.audit.probe, limiter=gw.pools.audit)
+        gw.metrics.audit_sink_up.set(int(ok))
+        if ok or not gw.config.audit.required:
+            return True, ""
+        return False, detail
+
+    return check
+
+
 def create_app(
     config: GatewayConfig,
     *,
@@ -97,6 +146,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        await gw.breaker.aclose()
         with contextlib.suppress(Exception):
             await gw.llm.aclose()
         close = getattr(gw.retriever, "aclose", None)
@@ -114,16 +164,15 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    readiness = Readiness(
+        {"llm": gw.llm.ready, "index": _index_check(gw), "audit": _audit_check(gw)},
+        timeout_s=config.limits.readiness_timeout_s,
+    )
+
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        llm_ok, llm_detail = await gw.llm.ready()
-        idx_ok, idx_detail = await run_in_threadpool(gw.retriever.ready)
-        ok = llm_ok and idx_ok
-        body = {
-            "status": "ready" if ok else "not ready",
-            "llm": llm_detail or "ready",
-            "index": idx_detail or "ready",
-        }
+        ok, details = await readiness.check()
+        body = {"status": "ready" if ok else "not ready", **details}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

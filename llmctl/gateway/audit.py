@@ -7,21 +7,35 @@ Why these mechanics:
 - ``fsync`` before the response completes: an answer the caller saw has a record on disk. Threads
   commit as a group (one ``fsync`` covers every line written before it), so 32 concurrent requests
   cost about one disk flush, not 32 in a row.
-- Rotation by size (``audit.jsonl`` → ``.1`` … ``.N``) under the same lock as writes.
+- Rotation by size under the same lock as writes: the full file moves into the archive, where
+  it is compressed and kept for the blueprint's retention (``llmctl.gateway.audit_archive``).
+- A write that fails (disk full, file made immutable) raises ``AuditUnavailable``: the caller
+  refuses the request with 503 rather than answer without a record; the next write or readiness
+  probe retries on a fresh descriptor, so the sink recovers without a restart.
 - Records are built from an allow-list of fields (``AuditRecord``); nothing from headers is
   copied, so a token or an Authorization header cannot end up here by accident.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gzip
 import hashlib
 import json
+import logging
 import os
 import threading
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from llmctl.gateway.audit_archive import AuditArchive
+
+log = logging.getLogger("llmctl.gateway")
 
 
 def sha256_text(text: str) -> str:
@@ -43,7 +57,8 @@ class AuditRecord:
     status: int
     subject: str | None = None
     groups: list[str] = field(default_factory=list)
-    question_sha256: str | None = None
+    question_hmac: str | None = None  # HMAC-SHA256 under the ring's key (gateway/questionkeys.py)
+    question_key_id: str | None = None
     question: str | None = None
     cited_doc_ids: list[str] = field(default_factory=list)
     cited_chunks: list[dict[str, str]] = field(
@@ -56,47 +71,149 @@ class AuditRecord:
     completion_tokens: int = 0
     latency_ms: float = 0.0
     error: str | None = None
+    # "intent": written before the first byte of a streamed answer; its completion record follows
+    stage: str | None = None
+    client: str | None = None  # the caller's address, on records of unauthenticated requests
+    suppressed: int | None = None  # refusals from ``client`` counted but not recorded before this
 
     def to_line(self) -> bytes:
         data = {k: v for k, v in asdict(self).items() if v is not None}
         return (json.dumps(data, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
 
 
+class AuditUnavailable(Exception):
+    """The audit sink cannot take a record right now (full, read-only, immutable, gone).
+
+    With audit required the gateway answers 503 naming the sink instead of answering without a
+    record; ``str()`` is safe to show a caller (a path and the kernel's reason, nothing else).
+    """
+
+
 class AuditLog:
-    """Thread-safe append-only JSONL writer with group commit and size rotation."""
+    """Thread-safe append-only JSONL writer: group commit, archive rotation, retention.
+
+    While the sink fails, ``failing`` holds the reason; every write retries on a fresh
+    descriptor (an operator who frees the disk or clears the flag needs no restart), and
+    ``probe`` does the same for readiness checks, at most once a second, leaving a
+    ``sink_recovered`` record that says how many writes failed.
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_bytes: int, backups: int, fsync: bool = True
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int,
+        backups: int,
+        fsync: bool = True,
+        retention_days: int = 0,
     ):
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = max(1, backups)
+        self.retention_days = max(0, int(retention_days or 0))
+        self.archive = AuditArchive(self.path, self.retention_days, self.backups)
         self._do_fsync = fsync
         self._lock = threading.Lock()  # guards the fd, the size and rotation
         self._sync_lock = threading.Lock()  # one fsync at a time; later waiters reuse it
         self._written = 0  # lines written to the current fd (monotonic across rotations)
         self._synced = 0
+        self.failing: str | None = None  # why the last write failed; None while healthy
+        self.failed_writes = 0  # since the sink last worked
+        self._failing_since = ""
+        self._last_probe = float("-inf")
+        self._compressor: threading.Thread | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
+        self.archive.recover()
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def write(self, record: AuditRecord) -> None:
-        """Append one record and return once it is on disk (or in the kernel with fsync off)."""
+        """Append one record and return once it is on disk (or in the kernel with fsync off).
+
+        Raises ``AuditUnavailable`` when the line is not durably written; a partial line (a
+        disk that filled mid-write) is cut off again, so the trail keeps whole lines only.
+        """
         line = record.to_line()
+        rotated: Path | None = None
         with self._lock:
-            if self._size > 0 and self._size + len(line) > self.max_bytes:
-                self._rotate()
-            written = os.write(self._fd, line)
-            if written != len(line):  # only on a full disk; fail loudly rather than lose the tail
-                raise OSError(f"audit log: short write ({written} of {len(line)} bytes)")
+            try:
+                if self.failing is not None or self._fd < 0:
+                    self._reopen()
+                if self._size > 0 and self._size + len(line) > self.max_bytes:
+                    rotated = self._rotate()
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, self._size)
+                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+            except OSError as exc:
+                raise self._failed(exc) from exc
             self._size += written
             self._written += 1
             mine = self._written
+        if rotated is not None:
+            self._compress_later(rotated)
         if self._do_fsync:
-            self._sync(mine)
+            try:
+                self._sync(mine)
+            except OSError as exc:
+                with self._lock:
+                    raise self._failed(exc) from exc
+        if self.failing is not None:
+            with self._lock:
+                self._recovered()
+
+    def probe(self) -> tuple[bool, str]:
+        """(healthy, why not) for readiness; while failing, retries the sink (once a second)."""
+        if self.failing is None:
+            return True, ""
+        now = time.monotonic()
+        if now - self._last_probe < 1.0:
+            return False, self.failing
+        self._last_probe = now
+        marker = AuditRecord(
+            request_id=uuid.uuid4().hex,
+            time=utc_now_iso(),
+            endpoint="audit",
+            outcome="sink_recovered",
+            status=0,
+            error=f"{self.failed_writes} write(s) failed since {self._failing_since}",
+        )
+        try:
+            self.write(marker)
+        except AuditUnavailable:
+            return False, self.failing or "audit sink failing"
+        return True, ""
+
+    def _failed(self, exc: OSError) -> AuditUnavailable:
+        # Called with self._lock held.
+        reason = exc.strerror or str(exc)
+        if self.failing is None:
+            self._failing_since = utc_now_iso()
+            log.error("audit sink %s failing: %s", self.path, reason)
+        self.failing = f"audit sink {self.path}: {reason}"
+        self.failed_writes += 1
+        return AuditUnavailable(self.failing)
+
+    def _recovered(self) -> None:
+        if self.failing is not None:
+            log.warning(
+                "audit sink %s works again after %d failed write(s)", self.path, self.failed_writes
+            )
+        self.failing = None
+        self.failed_writes = 0
+
+    def _reopen(self) -> None:
+        with self._sync_lock:
+            if self._fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = -1
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
 
     def _sync(self, mine: int) -> None:
         with self._sync_lock:
@@ -106,32 +223,72 @@ class AuditLog:
             os.fsync(self._fd)
             self._synced = max(self._synced, target)
 
-    def _rotate(self) -> None:
+    def _rotate(self) -> Path:
         # Called with self._lock held; taking _sync_lock too means no fsync runs on an fd we close.
         with self._sync_lock:
             os.fsync(self._fd)
             self._synced = self._written
             os.close(self._fd)
-            for i in range(self.backups - 1, 0, -1):
-                src = self.path.with_name(f"{self.path.name}.{i}")
-                if src.exists():
-                    os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            self._fd = -1
+            rotated = self.archive.take(self.path)
             self._fd = self._open()
             self._size = 0
+        return rotated
+
+    def _compress_later(self, rotated: Path) -> None:
+        # Compressing 50 MB takes about a second: off the request's path, one at a time.
+        previous = self._compressor
+        if previous is not None:
+            previous.join()
+        self._compressor = threading.Thread(
+            target=self.archive.seal, args=(rotated,), name="audit-archive", daemon=True
+        )
+        self._compressor.start()
+
+    def flush_archive(self) -> None:
+        """Wait for a rotated file's compression to finish (tests, shutdown)."""
+        if self._compressor is not None:
+            self._compressor.join()
 
     def close(self) -> None:
+        self.flush_archive()
         with self._lock, self._sync_lock:
             if self._fd >= 0:
-                os.fsync(self._fd)
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Parse an audit file line by line (tests and ``llmctl verify`` compliance evidence)."""
+    """Parse one audit file (plain or gzip-compressed) line by line."""
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
     records = []
-    with open(path, encoding="ascii") as fh:
+    with opener(p, "rt", encoding="ascii") as fh:
         for line in fh:
             records.append(json.loads(line))
+    return records
+
+
+def trail_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Every file of one audit trail, oldest first: the archive (sealed ``.jsonl.gz`` files and
+    any not yet sealed), rotated files of the older ``audit.jsonl.N`` scheme, then the live file."""
+    p = Path(path)
+    files = AuditArchive(p).files()
+
+    def suffix(f: Path) -> int:
+        tail = f.name.rsplit(".", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    legacy = sorted((f for f in p.parent.glob(p.name + ".*") if suffix(f) > 0), key=suffix)
+    files += list(reversed(legacy))
+    return files + ([p] if p.is_file() else [])
+
+
+def read_trail(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of one audit trail, oldest first (see ``trail_files``)."""
+    records: list[dict[str, Any]] = []
+    for f in trail_files(path):
+        records += read_records(f)
     return records

@@ -18,7 +18,14 @@ from typing import Any, Protocol
 from llmctl.errors import BackendTimeout, BackendUnavailable
 from llmctl.triton_client import TritonLLM
 
-__all__ = ["BackendTimeout", "BackendUnavailable", "IndexRetriever", "LLMClient", "TritonLLM"]
+__all__ = [
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Hits",
+    "IndexRetriever",
+    "LLMClient",
+    "TritonLLM",
+]
 
 
 class Retriever(Protocol):
@@ -41,34 +48,58 @@ class LLMClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Hits(list):  # type: ignore[type-arg]
+    """Search results that also say which index version produced them (``index_hash``), so
+    an answer and its audit record name the documents actually behind it after an ingest."""
+
+    def __init__(self, items: Any = (), index_hash: str = "") -> None:
+        super().__init__(items)
+        self.index_hash = index_hash
+
+
 class IndexRetriever:
     """Embeds the question and searches the index with the caller's groups as the prefilter.
 
     ``embedder`` has ``embed(texts) -> vectors``; ``index`` has ``search(vector, groups, top_k)``
     (both from ``llmctl.retrieval``). Opening is lazy and retried, so a gateway started before
-    the index exists becomes ready once it does instead of needing a restart.
+    the index exists becomes ready once it does instead of needing a restart. Index searches
+    run in worker threads of their own budget (``threads``), so a slow disk cannot take the
+    threads audit writes need.
     """
 
-    def __init__(self, open_index: Any, embedder: Any) -> None:
+    def __init__(self, open_index: Any, embedder: Any, *, threads: int = 16) -> None:
+        import anyio
+
         self._open_index = open_index
         self._embedder = embedder
         self._index: Any = None
         self._lock = threading.Lock()
-        self.index_hash = ""  # the opened index's own content hash (manifest), stamped on answers
+        self._threads = anyio.CapacityLimiter(threads)
+
+    @property
+    def index_hash(self) -> str:
+        """The opened index's current content hash ('' before it is open)."""
+        index = self._index
+        return str(getattr(index, "index_hash", "") or "") if index is not None else ""
 
     def _get_index(self) -> Any:
         if self._index is None:
             with self._lock:
                 if self._index is None:
                     try:
-                        index = self._open_index()
-                        self.index_hash = str(getattr(index, "index_hash", "") or "")
-                        self._index = index
+                        self._index = self._open_index()
                     except Exception as exc:
                         raise BackendUnavailable(
                             f"index: cannot open ({type(exc).__name__}: {exc})"
                         ) from exc
         return self._index
+
+    def _search(self, index: Any, vector: Any, groups: list[str], top_k: int) -> Hits:
+        served = getattr(index, "search_served", None)
+        if served is not None:
+            hits, index_hash = served(vector, groups, top_k)
+            return Hits(hits, index_hash)
+        return Hits(index.search(vector, groups, top_k), self.index_hash)
 
     async def asearch(self, question: str, groups: Sequence[str], top_k: int) -> list[Any]:
         """``search`` for the event loop: the question is embedded without a thread when the
@@ -77,13 +108,21 @@ class IndexRetriever:
 
         aembed = getattr(self._embedder, "aembed", None)
         if aembed is None:
-            return await anyio.to_thread.run_sync(self.search, question, groups, top_k)
-        index = self._index or await anyio.to_thread.run_sync(self._get_index)
+            return await anyio.to_thread.run_sync(
+                self.search, question, groups, top_k, limiter=self._threads
+            )
+        index = self._index or await anyio.to_thread.run_sync(
+            self._get_index, limiter=self._threads
+        )
         try:
             vectors = await aembed([question])
+        except BackendTimeout:
+            raise
         except Exception as exc:
             raise BackendUnavailable(f"embedder: {type(exc).__name__}: {exc}") from exc
-        return list(await anyio.to_thread.run_sync(index.search, vectors[0], list(groups), top_k))
+        return await anyio.to_thread.run_sync(
+            self._search, index, vectors[0], list(groups), top_k, limiter=self._threads
+        )
 
     async def aclose(self) -> None:
         close = getattr(self._embedder, "aclose", None)
@@ -94,9 +133,26 @@ class IndexRetriever:
         index = self._get_index()
         try:
             vectors = self._embedder.embed([question])
+        except BackendTimeout:
+            raise
         except Exception as exc:
             raise BackendUnavailable(f"embedder: {type(exc).__name__}: {exc}") from exc
-        return list(index.search(vectors[0], list(groups), top_k))
+        return self._search(index, vectors[0], list(groups), top_k)
+
+    async def aready(self) -> tuple[bool, str]:
+        """Readiness without a parked thread: the index opened (once, in a worker of this
+        retriever's budget) and the embedder's own async check, both under the caller's
+        deadline (``llmctl.gateway.resilience.Readiness``)."""
+        import anyio
+
+        try:
+            await anyio.to_thread.run_sync(self._get_index, limiter=self._threads)
+        except BackendUnavailable as exc:
+            return False, str(exc)
+        check = getattr(self._embedder, "aready", None)
+        if check is not None:
+            return tuple(await check())  # type: ignore[return-value]
+        return await anyio.to_thread.run_sync(self.ready, limiter=self._threads)
 
     def ready(self) -> tuple[bool, str]:
         try:

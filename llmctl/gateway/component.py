@@ -1,8 +1,9 @@
 """The gateway as a component of the local stack (what ``llmctl up`` hands the supervisor).
 
-``gateway_component`` does the gateway's share of ``up``: the dev issuer's keys (once), the config
-file, and the process spec. It starts nothing; with ``prepare=False`` (what ``plan`` passes) it
-writes nothing either and only describes the process, so ``plan`` can compare it with what runs.
+``gateway_component`` does the gateway's share of ``up``: the dev issuer's keys and the audit's
+question key ring (once each), the config file, and the process spec. It starts nothing; with
+``prepare=False`` (what ``plan`` passes) it writes nothing either and only describes the process,
+so ``plan`` can compare it with what runs.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import hashlib
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmctl.errors import StackError
+from llmctl.gateway.audit_archive import capacity_problem
 from llmctl.gateway.auth import DEV_JWKS_FILE, dev_issuer_name, ensure_dev_issuer
 from llmctl.gateway.config import GatewayConfig, config_bytes, config_from_blueprint, write_config
+from llmctl.gateway.questionkeys import ensure_question_keys, question_keys_path
 from llmctl.state import StackState
 
 if TYPE_CHECKING:
@@ -36,6 +41,17 @@ def gateway_argv(
     argv = [python, "-m", "llmctl.gateway", "--config", str(config), "--host", "127.0.0.1"]
     argv += ["--port", str(port)]
     return argv + (["--ready-file", str(ready_file)] if ready_file is not None else [])
+
+
+def _local_gguf(bp: Blueprint) -> str | None:
+    """The GGUF the local stack serves (None when it cannot be resolved: the stack will say why
+    when it starts the model; the gateway then sizes prompts with its byte bound)."""
+    try:
+        from llmctl.local.spec import local_spec_from_blueprint
+
+        return str(local_spec_from_blueprint(bp).llm.gguf)
+    except Exception:
+        return None
 
 
 def _chat_template(bp: Blueprint) -> str | None:
@@ -155,8 +171,19 @@ def gateway_component(
         dev_issuer=dev_issuer,
         dev_jwks_path=dev_jwks,
     )
+    # Prompts are sized with the local GGUF's own tokenizer, the one the local server applies.
+    config = config.with_changes(tokenizer=_local_gguf(bp))
+    # The question key ring: made once (with prepare), named in the config either way, so `plan`
+    # describes exactly the config `up` writes.
+    keys = ensure_question_keys(state) if prepare else question_keys_path(state)
+    config = replace(config, audit=replace(config.audit, question_key_path=str(keys)))
     path = layout.gateway_config
     if prepare:
+        # Refused here, before the process starts, so `up` says why in one line.
+        a = config.audit
+        problem = capacity_problem(Path(a.path), a.retention_days, a.records_per_day)
+        if problem:
+            raise StackError(problem)
         write_config(config, path)
     port = port or _stable_port(layout, free_port, prepare)
     config_sha = hashlib.sha256(config_bytes(config)).hexdigest()

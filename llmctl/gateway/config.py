@@ -52,14 +52,29 @@ class RateLimitConfig:
 
     requests_per_minute: float = 60.0
     burst: int = 10
+    # Requests that fail authentication, per client address: enough for a misconfigured client
+    # to see its 401s, too few for a flood to push the retained audit window out.
+    unauthenticated_per_minute: float = 120.0
+    unauthenticated_burst: int = 30
 
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """Append-only JSONL audit trail, rotated by size (``path`` → ``path.1`` … ``path.N``)."""
+    """Append-only JSONL audit trail, rotated by size into a sealed archive kept for
+    ``retention_days`` (0: no retention required; the newest ``backups`` archived files stay).
+
+    ``required``: the blueprint requires audit, so nothing is answered without a durable record
+    (a failing sink turns asks into 503 and ``/readyz`` into 503). ``records_per_day`` is the
+    blueprint's expected traffic; with ``retention_days`` it sizes the archive, and the gateway
+    refuses to start on a volume that cannot hold it.
+    """
 
     path: str = "audit.jsonl"
+    required: bool = True
+    retention_days: int = 0
+    records_per_day: int = 0
     include_question_text: bool = False
+    question_key_path: str | None = None  # the question key ring (None: an ephemeral key)
     max_bytes: int = 50 * 1024 * 1024
     backups: int = 10
     fsync: bool = True
@@ -69,9 +84,10 @@ class AuditConfig:
 class LimitsConfig:
     """Bounds that keep one request from hurting the service or overflowing the model's context.
 
-    Prompt sizing works in characters because the gateway has no tokenizer of the served model;
-    ``chars_per_token`` is deliberately pessimistic (English BPE averages about 4) so an estimate
-    never overflows the context. See ``llmctl/gateway/prompt.py``.
+    Prompts are sized in the served model's tokens (``GatewayConfig.tokenizer``); without a
+    tokenizer, ASCII text is estimated at ``chars_per_token``, deliberately pessimistic (English
+    BPE averages about 4), and other text at one token a UTF-8 byte. See
+    ``llmctl/gateway/tokens.py``.
     """
 
     max_request_bytes: int = 16 * 1024
@@ -87,7 +103,14 @@ class LimitsConfig:
     triton_connect_timeout_s: float = 2.0
     triton_first_token_timeout_s: float = 30.0
     triton_token_timeout_s: float = 30.0
-    retrieval_timeout_s: float = 10.0
+    retrieval_timeout_s: float = 5.0
+    readiness_timeout_s: float = 2.0  # each /readyz check; a probe never waits longer
+    # Slow clients (slowloris): left alone, uvicorn holds a silent connection, a half-sent header
+    # block or an incomplete body open indefinitely, so a few hundred such sockets exhaust the
+    # gateway. Enforced by llmctl/gateway/server.py (connection) and Gateway.read_json (body).
+    keep_alive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
+    header_timeout_s: float = 10.0  # full request headers due this long after open / last response
+    body_timeout_s: float = 10.0  # the whole request body due this long after reading starts (408)
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,9 @@ class GatewayConfig:
     index_hash: str = ""
     prompt_format: str = "chat"  # "chat": the model's chat template | "plain": no template
     chat_template: str | None = None  # Jinja chat template of the served model; None: ChatML
+    # The served model's tokenizer, which sizes prompts: a .gguf, a tokenizer.json or a folder
+    # holding one; None: a byte-based upper bound (llmctl/gateway/tokens.py).
+    tokenizer: str | None = None
     stop_words: tuple[str, ...] = ("<|im_end|>",)
     temperature: float = 0.0
     log_level: str = "info"
@@ -191,8 +217,13 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     return replace(
         config,
         index_dir=resolve(config.index_dir),
+        tokenizer=resolve(config.tokenizer),
         auth=replace(config.auth, jwks_path=resolve(config.auth.jwks_path)),
-        audit=replace(config.audit, path=resolve(config.audit.path) or config.audit.path),
+        audit=replace(
+            config.audit,
+            path=resolve(config.audit.path) or config.audit.path,
+            question_key_path=resolve(config.audit.question_key_path),
+        ),
     )
 
 
@@ -276,6 +307,9 @@ def config_from_blueprint(
         audit=AuditConfig(
             path=str(StackState.at(state).audit_file),
             include_question_text=bool(audit_bp.include_question_text),
+            required=bool(audit_bp.required),
+            retention_days=int(audit_bp.retention_days or 0),
+            records_per_day=int(bp.requirements.users.requests_per_day or 0),
             max_bytes=int(getattr(audit_bp, "rotate_bytes", 0) or AuditConfig.max_bytes),
         ),
         limits=LimitsConfig(

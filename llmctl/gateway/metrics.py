@@ -19,8 +19,10 @@ OUTCOMES = (
     "bad_request",
     "unavailable",
     "timeout",
+    "request_timeout",
     "client_disconnected",
     "error",
+    "audit_unavailable",
 )
 ENDPOINTS = ("ask", "chat")
 
@@ -64,6 +66,20 @@ class GatewayMetrics:
             "llmctl_gateway_overhead_seconds",
             "Total latency minus time inside the LLM call (auth, retrieval, prompt, audit).",
             buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.audit_write_failures = Counter(
+            "llmctl_gateway_audit_write_failures",
+            "Audit records the sink could not take (each one a refused answer with audit required).",
+            registry=r,
+        )
+        self.audit_sink_up = Gauge(
+            "llmctl_gateway_audit_sink_up", "1 while the audit sink takes records.", registry=r
+        )
+        self.audit_sink_up.set(1)
+        self.backend_open = Gauge(
+            "llmctl_gateway_backend_circuit_open",
+            "1 while Triton is considered down after a timeout (asks fail fast with 503).",
             registry=r,
         )
         self.generated_tokens = Counter(

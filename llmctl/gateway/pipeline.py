@@ -7,10 +7,15 @@ fixed no-source answer, no LLM call → compose the bounded prompt → stream fr
 down, 504 on timeout) → audit record on disk → response.
 
 Audit order (tests pin it; keep it): a JSON response, answer or refusal, is sent only after
-``finish`` has written the audit record (fsynced unless the config turns fsync off). A stream
-sends its deltas as they are generated, and its closing event (``final``, or the OpenAI dialect's
-last chunk and ``[DONE]``; ``error`` when it fails) only after ``finish`` returned, so a caller
-that has seen the end of an answer can find its audit record.
+``finish`` has written the audit record (fsynced unless the config turns fsync off). With audit
+required, a stream first writes an intent record (``stage: intent``) and sends its status line
+and deltas only once that is durable; its closing event (``final``, or the OpenAI dialect's last
+chunk and ``[DONE]``; ``error`` when it fails) follows the completion record. A sink that fails
+turns an answer into a JSON 503 naming the sink (``audit_unavailable``), never an unrecorded
+answer, and ``/readyz`` reports 503 until the sink takes records again.
+
+Every call to Triton has a deadline, and after one fails the ``Breaker`` answers 503 at once
+until a bounded probe sees Triton healthy again (``llmctl.gateway.resilience``).
 
 Nothing here asks which endpoint it serves: the ``Dialect`` (``llmctl.gateway.dialects``) gives
 the request model and renders every body and event. Every request ends with exactly one audit
@@ -26,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,10 +41,9 @@ from typing import Any
 import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from llmctl.gateway.accounting import RequestAccount
-from llmctl.gateway.audit import AuditLog
+from llmctl.gateway.accounting import RequestAccount, audit_refusal
+from llmctl.gateway.audit import AuditLog, AuditUnavailable
 from llmctl.gateway.auth import Authenticator, AuthError
 from llmctl.gateway.backends import BackendTimeout, BackendUnavailable, LLMClient, Retriever
 from llmctl.gateway.config import GatewayConfig
@@ -48,6 +52,8 @@ from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.prompt import NO_SOURCE_ANSWER, ChatFrame, build_prompt, select_hits
 from llmctl.gateway.protocol import BadRequest, GatewayRequest, Refusal, json_object, parse_request
 from llmctl.gateway.ratelimit import TokenBucketLimiter
+from llmctl.gateway.resilience import Breaker, Pools, UnauthenticatedGuard, retry_after
+from llmctl.gateway.tokens import TokenCounter
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -64,20 +70,44 @@ class Gateway:
     llm: LLMClient
     retriever: Retriever
     frame: ChatFrame
+    tokens: TokenCounter  # the served model's tokenizer (or its bound): sizes every prompt
+
+    def __post_init__(self) -> None:
+        rl = self.config.rate_limit
+        self.pools = Pools()
+        self.breaker = Breaker(self.llm.ready)
+        self.breaker.on_change = lambda is_open: self.metrics.backend_open.set(int(is_open))
+        self.guard = UnauthenticatedGuard(rl.unauthenticated_per_minute, rl.unauthenticated_burst)
 
     def index_hash(self) -> str:
-        """The config's hash (set by ``llmctl up``) or else the one the opened index reports."""
-        return self.config.index_hash or str(getattr(self.retriever, "index_hash", "") or "")
+        """The hash the opened index reports now (it follows ``llmctl ingest``), else the one
+        ``llmctl up`` put in the config. A request records the hash of the search that served
+        it (``RequestAccount.index_hash``); this is for requests that never searched."""
+        live = str(getattr(self.retriever, "index_hash", "") or "")
+        return live or self.config.index_hash
 
     # -- steps, in pipeline order ---------------------------------------------------------------
     async def authenticate(self, req: RequestAccount, request: Request) -> None:
         header = request.headers.get("authorization")
         try:
             if self.auth.may_block():
-                req.principal = await run_in_threadpool(self.auth.authenticate, header)
+                req.principal = await anyio.to_thread.run_sync(
+                    self.auth.authenticate, header, limiter=self.pools.auth
+                )
             else:
                 req.principal = self.auth.authenticate(header)
         except AuthError as exc:
+            address = request.client.host if request.client is not None else "unknown"
+            req.client = address
+            allowed, wait = self.guard.admit(address)
+            if not allowed:
+                req.recorded, req.suppressed = self.guard.record_refusal(address)
+                raise Refusal(
+                    429,
+                    "rate_limited",
+                    "too many unauthenticated requests from this address",
+                    {"Retry-After": retry_after(wait)},
+                ) from None
             raise Refusal(
                 401, "unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             ) from None
@@ -89,24 +119,40 @@ class Gateway:
             key = f"anonymous@{request.client.host}"
         allowed, wait = self.limiter.acquire(key)
         if not allowed:
-            retry = "3600" if math.isinf(wait) else str(max(1, math.ceil(wait)))
-            raise Refusal(429, "rate_limited", "rate limit exceeded", {"Retry-After": retry})
+            raise Refusal(
+                429, "rate_limited", "rate limit exceeded", {"Retry-After": retry_after(wait)}
+            )
 
     async def read_json(self, request: Request) -> dict[str, Any]:
         """The body as a JSON object, refused with 413 as soon as it outgrows the limit: a
-        declared length is checked before reading, a chunked body while it is read."""
-        limit = self.config.limits.max_request_bytes
+        declared length is checked before reading, a chunked body while it is read.
+
+        The whole read is bounded by ``body_timeout_s`` (408): a client that declares a body and
+        then trickles or withholds it must not hold a request slot open (slowloris). The 408
+        says ``Connection: close``: the rest of that body may still be on its way, so the
+        connection cannot carry another request and uvicorn closes it after the response."""
+        lim = self.config.limits
+        limit = lim.max_request_bytes
         too_large = Refusal(413, "too_large", f"request body larger than {limit} bytes")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        try:
+            with anyio.fail_after(lim.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise Refusal(
+                408,
+                "request_timeout",
+                f"request body not received within {lim.body_timeout_s:g} s",
+                {"Connection": "close"},
+            ) from None
         return json_object(b"".join(chunks))
 
     def parse(
@@ -130,34 +176,55 @@ class Gateway:
         assert req.principal is not None and req.question is not None
         lim = self.config.limits
         top_k = lim.default_top_k if top_k is None else min(top_k, lim.max_top_k)
+        self.fail_fast()
         t = time.perf_counter()
         try:
-            with anyio.fail_after(lim.retrieval_timeout_s):
+            # The embedder's own gRPC deadline is retrieval_timeout_s; this scope is the backstop.
+            with anyio.fail_after(lim.retrieval_timeout_s + 1.0):
                 asearch = getattr(self.retriever, "asearch", None)
                 if asearch is not None:
                     hits = await asearch(req.question, req.principal.groups, top_k)
                 else:
-                    hits = await run_in_threadpool(
-                        self.retriever.search, req.question, req.principal.groups, top_k
+                    hits = await anyio.to_thread.run_sync(
+                        self.retriever.search,
+                        req.question,
+                        req.principal.groups,
+                        top_k,
+                        limiter=self.pools.index,
                     )
-        except TimeoutError:
-            raise Refusal(504, "timeout", "retrieval timed out") from None
+        except (TimeoutError, BackendTimeout):
+            self.breaker.trip("the retrieval service did not answer in time")
+            raise Refusal(504, "timeout", "retrieval timed out", {"Retry-After": "5"}) from None
         except BackendUnavailable as exc:
             log.warning("request_id=%s retrieval unavailable: %s", req.request_id, exc)
+            self.breaker.trip("the retrieval service is unavailable")
             raise Refusal(
                 503, "unavailable", "retrieval is unavailable", {"Retry-After": "5"}
             ) from None
         finally:
             req.retrieval_s = time.perf_counter() - t
             self.metrics.retrieval_seconds.observe(req.retrieval_s)
-        req.plan = build_prompt(
-            req.question,
-            select_hits(hits, lim.min_score),
-            max_input_tokens=lim.max_input_tokens,
-            max_source_chars=lim.max_source_chars,
-            chars_per_token=lim.chars_per_token,
-            frame=self.frame,
+        req.index_hash = str(getattr(hits, "index_hash", "") or "")
+        # In a worker: counting a prompt's real tokens is ~2-3 ms of C (llama.cpp releases the
+        # GIL), which would otherwise hold the event loop for every other request.
+        req.plan = await anyio.to_thread.run_sync(
+            functools.partial(
+                build_prompt,
+                req.question,
+                select_hits(hits, lim.min_score),
+                max_input_tokens=lim.max_input_tokens,
+                max_source_chars=lim.max_source_chars,
+                tokens=self.tokens,
+                frame=self.frame,
+            ),
+            limiter=self.pools.index,
         )
+
+    def fail_fast(self) -> None:
+        """503 at once while Triton is considered down (see ``resilience.Breaker``)."""
+        reason = self.breaker.allow()
+        if reason is not None:
+            raise Refusal(503, "unavailable", f"{reason}; retry shortly", {"Retry-After": "2"})
 
     def generate(self, req: RequestAccount) -> AsyncIterator[str]:
         """Deltas from the LLM with timing kept on ``req``; errors become refusals."""
@@ -185,9 +252,13 @@ class Gateway:
                     except StopAsyncIteration:
                         return
                     except (TimeoutError, BackendTimeout):
-                        raise Refusal(504, "timeout", "the model did not answer in time") from None
+                        self.breaker.trip("the model did not answer in time")
+                        raise Refusal(
+                            504, "timeout", "the model did not answer in time", {"Retry-After": "5"}
+                        ) from None
                     except BackendUnavailable as exc:
                         log.warning("request_id=%s llm unavailable: %s", req.request_id, exc)
+                        self.breaker.trip("the model is unavailable")
                         raise Refusal(
                             503, "unavailable", "the model is unavailable", {"Retry-After": "5"}
                         ) from None
@@ -206,7 +277,12 @@ class Gateway:
 
 
 async def serve(gw: Gateway, request: Request, dialect: Dialect) -> Response:
-    """Answer one request in ``dialect``; every path ends in ``req.finish`` exactly once."""
+    """Answer one request in ``dialect``; every path ends in ``req.finish`` exactly once.
+
+    No answer byte leaves before its audit record is durable: a JSON answer is sent after
+    ``finish`` succeeded, a stream's first byte after ``intent`` did; when the sink fails (audit
+    required) the caller gets a 503 naming it instead.
+    """
     req = RequestAccount.start(gw, dialect.endpoint)
     try:
         await gw.authenticate(req, request)
@@ -216,17 +292,28 @@ async def serve(gw: Gateway, request: Request, dialect: Dialect) -> Response:
         assert req.plan is not None
         if not req.plan.sources:
             if asked.stream:
+                await req.intent()
                 return _event_stream(req, _no_source_stream(dialect, req))
-            await req.finish("no_source", 200)
+            if not await req.finish("no_source", 200):
+                return _error(dialect, req, _audit_failed(gw.audit))
             return _json(req, dialect.body(req.result(NO_SOURCE_ANSWER, "no_source")))
         deltas = gw.generate(req)
         if asked.stream:
             first = await anext(deltas, None)  # a down Triton is a 503 now, not a broken stream
+            try:
+                await req.intent()
+            except Refusal:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await deltas.aclose()  # type: ignore[attr-defined]
+                raise
             return _event_stream(req, _answer_stream(dialect, req, deltas, first))
         answer = "".join([d async for d in deltas]).strip()
-        await req.finish("answered", 200)
+        if not await req.finish("answered", 200):
+            return _error(dialect, req, _audit_failed(gw.audit))
         return _json(req, dialect.body(req.result(answer, "answered")))
     except Refusal as refusal:
+        if refusal.outcome == "audit_unavailable":  # nothing can be recorded: count it only
+            req.recorded = False
         await req.finish(refusal.outcome, refusal.status, refusal.message)
         return _error(dialect, req, refusal)
     except (asyncio.CancelledError, anyio.get_cancelled_exc_class()):
@@ -236,6 +323,10 @@ async def serve(gw: Gateway, request: Request, dialect: Dialect) -> Response:
         log.exception("request_id=%s internal error", req.request_id)
         await req.finish("error", 500, type(exc).__name__)
         return _error(dialect, req, Refusal(500, "error", "internal error"))
+
+
+def _audit_failed(audit: AuditLog) -> Refusal:
+    return audit_refusal(AuditUnavailable(audit.failing or f"audit sink {audit.path}"))
 
 
 def _headers(req: RequestAccount) -> dict[str, str]:
@@ -261,7 +352,10 @@ def _event_stream(req: RequestAccount, events: AsyncIterator[bytes]) -> Streamin
 async def _no_source_stream(dialect: Dialect, req: RequestAccount) -> AsyncIterator[bytes]:
     try:
         yield dialect.delta(NO_SOURCE_ANSWER, True, req.request_id)
-        await req.finish("no_source", 200)  # on disk before the caller sees the final event
+        # on disk before the caller sees the final event
+        if not await req.finish("no_source", 200):
+            yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
+            return
         for event in dialect.final(req.result(NO_SOURCE_ANSWER, "no_source")):
             yield event
     finally:
@@ -290,7 +384,10 @@ async def _answer_stream(
             yield dialect.stream_error(Refusal(500, "error", "internal error"), req.request_id)
             return
         answer = "".join(parts).strip()
-        await req.finish("answered", 200)  # on disk before the caller sees the final event
+        # on disk before the caller sees the final event
+        if not await req.finish("answered", 200):
+            yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
+            return
         for event in dialect.final(req.result(answer, "answered")):
             yield event
     finally:

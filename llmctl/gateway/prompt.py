@@ -3,9 +3,17 @@
 Why it looks like this:
 - The served model may be tiny (SmolLM2-135M locally, 2048-token context), so the prompt is
   bounded: each source is cut to ``max_source_chars`` and sources are added in score order only
-  while the whole prompt stays within ``max_input_tokens`` (estimated as characters divided by a
-  pessimistic ``chars_per_token``; the gateway has no tokenizer of the served model). A source
-  that does not fit is dropped, not cut mid-way, below the first one.
+  while the whole prompt stays within ``max_input_tokens``, counted in the served model's tokens
+  (``llmctl.gateway.tokens``: its own tokenizer where configured, else a byte-based upper
+  bound). Characters are no measure: 1,950 emoji are 5,850 SmolLM2 tokens. A source that does
+  not fit is dropped, not cut mid-way, below the first one; the first is shortened to fit (the
+  longest cut that fits, found by bisecting on characters and counting tokens).
+- Each source is counted once on its own and the choice is made on the sum; the finished prompt
+  is then counted whole, and that count is both the check (a source is dropped if joining the
+  parts cost more than their sum) and ``prompt_tokens``. So a prompt is never over the budget
+  and the reported count is the real one, for about two tokenizations of the prompt.
+- A question that does not fit the budget on its own, with no source at all, is refused (400)
+  with its token count: the model could not even read it, and the caller can shorten it.
 - The citations returned to the caller are exactly ``PromptPlan.sources``: what the model saw, in
   the numbering it saw. Nothing retrieved but not shown is ever cited.
 - Below ``min_score`` a hit is not evidence; with no evidence left the gateway answers
@@ -14,10 +22,12 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from llmctl.gateway.protocol import Refusal
+from llmctl.gateway.tokens import TokenCounter
 
 NO_SOURCE_ANSWER = (
     "No source available: I could not find a document you are allowed to read that answers "
@@ -59,7 +69,7 @@ class Source:
 class PromptPlan:
     text: str
     sources: tuple[Source, ...]
-    prompt_tokens: int  # an estimate (see module docstring)
+    prompt_tokens: int  # counted by the gateway's TokenCounter (see module docstring)
 
 
 def _field(hit: Any, *names: str, default: Any = "") -> Any:
@@ -68,10 +78,6 @@ def _field(hit: Any, *names: str, default: Any = "") -> Any:
         if value is not None:
             return value
     return default
-
-
-def estimate_tokens(text: str, chars_per_token: float) -> int:
-    return math.ceil(len(text) / chars_per_token)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -151,32 +157,77 @@ def select_hits(hits: Sequence[Any], min_score: float) -> list[Any]:
     return kept
 
 
+# Shorter than this a cut source is no evidence: the first hit is dropped rather than cut below it.
+_MIN_SOURCE_CHARS = 80
+
+
+def _fit_first(
+    question: str, head: str, body: str, budget: int, tokens: TokenCounter, frame: ChatFrame
+) -> str | None:
+    """The longest cut of ``body`` (at least ``_MIN_SOURCE_CHARS``) with which the prompt, counted
+    whole, stays within ``budget``; None if even the shortest does not fit. Bisection on the
+    character limit: the token count grows with it (a few counts of one prompt, and only for the
+    first source when it does not fit as it is)."""
+
+    def fits(limit: int) -> bool:
+        text = _render(question, [head + _shorten(body, limit)], frame)
+        return tokens.count(text) <= budget
+
+    lo, hi = _MIN_SOURCE_CHARS, len(body)
+    if hi < lo or not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return _shorten(body, lo)
+
+
 def build_prompt(
     question: str,
     hits: Sequence[Any],
     *,
     max_input_tokens: int,
     max_source_chars: int,
-    chars_per_token: float,
+    tokens: TokenCounter,
     frame: ChatFrame = PLAIN_FRAME,
 ) -> PromptPlan:
-    """Fit as many hits (already filtered and ordered) as the token budget allows."""
-    budget_chars = int(max_input_tokens * chars_per_token)
+    """Fit as many hits (already filtered and ordered) as ``max_input_tokens`` allows, counted
+    with ``tokens``. Raises ``Refusal`` (400) when the question alone does not fit."""
+    budget = max_input_tokens
+    used = tokens.count(_render(question, [], frame))
+    if used > budget:
+        raise Refusal(
+            400,
+            "bad_request",
+            f"question is {tokens.count(question)} tokens; with the gateway's instructions the "
+            f"prompt would be {used} tokens, over the model's input limit of {budget} tokens",
+        )
     blocks: list[str] = []
     sources: list[Source] = []
+    first: tuple[str, str] | None = None  # (head, body) of source 1, should it need cutting
     for hit in hits:
         number = len(sources) + 1
         title = str(_field(hit, "title"))
         heading = str(_field(hit, "heading"))
         label = f"{title} — {heading}" if heading else title
+        head = f"[{number}] {label}: "
         body = _shorten(str(_field(hit, "text")), max_source_chars)
-        block = f"[{number}] {label}: {body}"
-        if len(_render(question, [*blocks, block], frame)) > budget_chars:
-            room = budget_chars - len(_render(question, [*blocks, f"[{number}] {label}: "], frame))
-            if sources or room < 80:
+        cost = tokens.count(("\n" if blocks else "") + head + body)  # blocks are joined by \n
+        if not sources:
+            first = (head, body)
+        if used + cost > budget:
+            if sources:
                 break
-            block = f"[{number}] {label}: {_shorten(body, room)}"  # the best hit, shortened
-        blocks.append(block)
+            cut = _fit_first(question, head, body, budget, tokens, frame)
+            if cut is None:
+                break
+            body = cut
+            cost = tokens.count(head + body)
+        blocks.append(head + body)
+        used += cost
         sources.append(
             Source(
                 number=number,
@@ -191,4 +242,18 @@ def build_prompt(
             )
         )
     text = _render(question, blocks, frame)
-    return PromptPlan(text, tuple(sources), estimate_tokens(text, chars_per_token))
+    count = tokens.count(text)
+    # The parts were counted one by one; joined, a tokenizer may merge across a boundary
+    # differently. The whole prompt is what the model reads, so it decides.
+    while count > budget and len(blocks) > 1:
+        blocks.pop()
+        sources.pop()
+        text = _render(question, blocks, frame)
+        count = tokens.count(text)
+    if count > budget and first is not None:  # one source, over by the joining only
+        cut = _fit_first(question, first[0], first[1], budget, tokens, frame)
+        blocks = [first[0] + cut] if cut is not None else []
+        sources = [replace(sources[0], text=cut)] if cut is not None else []
+        text = _render(question, blocks, frame)
+        count = tokens.count(text)
+    return PromptPlan(text, tuple(sources), count)

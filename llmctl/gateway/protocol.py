@@ -14,11 +14,20 @@ the same messages the gateway has always sent.
 The validators are deliberately strict where pydantic would coerce: ``"3"`` or ``2.0`` is not a
 ``top_k`` and ``1`` is not a ``stream`` flag; unknown keys are ignored (OpenAI clients send
 ``model``, ``temperature`` and more).
+
+Bodies that ``json.loads`` accepts are not all usable, and each must still be a 400 with its one
+audit record, never a 500: a lone surrogate (``"\\ud800"``) decodes to a ``str`` that cannot be
+encoded to UTF-8 later (the audit hash, the embedder, Triton), so it is refused where a string is
+validated; nesting deeper than the interpreter's recursion limit and integers longer than its
+int-digits limit fail inside ``json.loads`` itself and are refused there. Any other exception
+while decoding or validating is a 400 too: the body, not the gateway, is what is wrong.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
@@ -57,8 +66,21 @@ class BadRequest(Refusal):
         self.question = question
 
 
+log = logging.getLogger("llmctl.gateway")
+
+
 def _bad(message: str) -> PydanticCustomError:
     return PydanticCustomError("bad_request", message)
+
+
+# A str from json.loads holds a surrogate code point only where the JSON had an unpaired
+# "\ud800"-"\udfff" escape (paired escapes decode to one code point; raw UTF-8 cannot carry one).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` cannot be encoded to UTF-8 because of an unpaired surrogate."""
+    return _SURROGATE.search(text) is not None
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -83,6 +105,8 @@ class GatewayRequest(BaseModel):
         limit = context.get("max_question_chars")
         if limit is not None and len(value) > limit:
             raise _bad(f"question longer than {limit} characters")
+        if has_lone_surrogate(value):
+            raise _bad("'question' contains a lone surrogate (an unpaired \\ud800-\\udfff escape)")
         context["question"] = value.strip()  # for BadRequest.question if a later field fails
         return value.strip()
 
@@ -112,7 +136,9 @@ class ChatCompletionRequest(GatewayRequest):
 
     The gateway answers the last message with role ``user`` (its text parts joined when the
     content is a list of OpenAI content parts); earlier turns and other roles are not looked at,
-    so they are not validated either. ``question`` is derived, never read from the body.
+    so they are not validated either. ``question`` is derived, never read from the body. A text
+    part's ``text`` must be a string (a missing one counts as empty), and the content may not
+    carry a lone surrogate: both are named here, not as a bad ``question`` the caller never sent.
     """
 
     messages: list[Any]
@@ -129,10 +155,18 @@ class ChatCompletionRequest(GatewayRequest):
             if isinstance(message, dict) and message.get("role") == "user":
                 content = message.get("content")
                 if isinstance(content, list):  # OpenAI content parts
-                    content = " ".join(
+                    texts = [
                         p.get("text", "")
                         for p in content
                         if isinstance(p, dict) and p.get("type") == "text"
+                    ]
+                    if not all(isinstance(t, str) for t in texts):
+                        raise _bad("the 'text' of a text content part must be a string")
+                    content = " ".join(texts)
+                if isinstance(content, str) and has_lone_surrogate(content):
+                    raise _bad(
+                        "message content contains a lone surrogate "
+                        "(an unpaired \\ud800-\\udfff escape)"
                     )
                 return {**data, "question": content}
         raise _bad("no message with role 'user'")
@@ -142,10 +176,21 @@ RequestT = TypeVar("RequestT", bound=GatewayRequest)
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object (an empty body is not one), or a 400 refusal."""
+    """The request body as a JSON object (an empty body is not one), or a 400 refusal.
+
+    ``json.loads`` enforces two interpreter limits with exceptions of its own: nesting deeper
+    than the recursion limit (``RecursionError``) and integers longer than the int-digits limit
+    (a plain ``ValueError``, 4,300 digits by default). Both are the body's fault: 400."""
     try:
         data = json.loads(raw or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Refusal(400, "bad_request", "body is not valid JSON") from None
+    except RecursionError:
+        raise Refusal(400, "bad_request", "body is nested too deeply") from None
+    except ValueError:  # only the int-digits limit is left (decode errors are caught above)
+        raise Refusal(400, "bad_request", "body holds a number with too many digits") from None
+    except Exception as exc:  # anything else json.loads may raise: still the body's fault
+        log.warning("unexpected %s while decoding a request body", type(exc).__name__)
         raise Refusal(400, "bad_request", "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise Refusal(400, "bad_request", "body must be a JSON object")
@@ -163,6 +208,9 @@ def parse_request(
         errors = exc.errors(include_url=False, include_input=False)
         message = errors[0]["msg"] if errors else "invalid request body"
         raise BadRequest(message, context.get("question")) from None
+    except Exception as exc:  # a validator tripped over a shape no rule names: the body's fault
+        log.warning("unexpected %s while validating a request body", type(exc).__name__)
+        raise BadRequest("invalid request body", context.get("question")) from None
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -182,7 +230,7 @@ class Citation(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int  # an estimate: the gateway has no tokenizer of the served model
+    prompt_tokens: int  # counted with the served model's tokenizer, else an upper bound
     completion_tokens: int
     total_tokens: int
 

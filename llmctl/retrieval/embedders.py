@@ -143,6 +143,28 @@ class TritonEmbedder:
             client, self._aclient = self._aclient, None
             await client.close()
 
+    async def aready(self, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """``ready`` from an event loop, with a deadline: a hung Triton parks no thread."""
+        import asyncio
+
+        from llmctl.triton_client import grpc_aio_client
+
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient_loop is not loop:
+            self._aclient = grpc_aio_client(self.url)
+            self._aclient_loop = loop
+        from llmctl.triton_client import with_deadline
+
+        try:
+            ok = await with_deadline(
+                self._aclient.is_model_ready("embedder", client_timeout=timeout_s + 1.0),
+                timeout_s,
+                "embedder readiness",
+            )
+        except Exception as exc:
+            return False, f"triton unreachable at {self.url} ({type(exc).__name__})"
+        return (True, "") if ok else (False, "triton model embedder not ready")
+
     def ready(self) -> tuple[bool, str]:
         """(ready, why not): used by the gateway's readiness probe."""
         try:

@@ -110,6 +110,26 @@ def acl_filter(groups: Sequence[str]) -> str | None:
     return "array_has_any(acl, [" + ", ".join(_literal(g) for g in valid) + "])"
 
 
+def content_hash(
+    chunk_ids: Sequence[str],
+    chunk_hashes: Sequence[str],
+    acls: Sequence[Sequence[str] | None],
+    model_id: str,
+    dim: int,
+) -> str:
+    """The index's content hash: embedding model, dimensions and every chunk with its ACL,
+    independent of row order (what answers and audit records carry as ``index_hash``)."""
+    import hashlib
+
+    triples = sorted(
+        zip(chunk_ids, chunk_hashes, (",".join(sorted(a or ())) for a in acls), strict=True)
+    )
+    h = hashlib.sha256(f"{model_id}\x00{dim}\x00".encode())
+    for cid, chash, acl in triples:
+        h.update(f"{cid}\x00{chash}\x00{acl}\n".encode())
+    return h.hexdigest()
+
+
 def schema(dim: int) -> Any:
     import pyarrow as pa
 
@@ -217,8 +237,9 @@ class ChunkIndex:
         self.dim = int(table.schema.field("vector").type.list_size)
         # Tables with fewer rows are searched in memory; 0 always asks LanceDB.
         self.resident_max_rows = VECTOR_INDEX_MIN_ROWS
-        # (table version, its in-memory copy or None when the table is too big to hold)
-        self._resident: tuple[int, _Resident | None] = (-1, None)
+        # (table version, its in-memory copy or None when the table is too big to hold, and the
+        # content hash of that version: what an answer served from it records)
+        self._resident: tuple[int, _Resident | None, str] = (-1, None, "")
         self._resident_lock = threading.Lock()
         # Asking the table for its version costs ~0.8 ms, more than the in-memory search
         # itself; a reader that accepts ``refresh_s`` of staleness (LanceDB's own re-check
@@ -356,26 +377,64 @@ class ChunkIndex:
 
     def _current_resident(self) -> _Resident | None:
         """The in-memory copy of the table's current version; None above the size limit."""
-        seen, resident = self._resident
+        return self._current()[1]
+
+    def _current(self) -> tuple[int, _Resident | None, str]:
+        """(version, in-memory copy or None, content hash) of the table as searched now."""
+        current = self._resident
         now = time.monotonic()
-        if seen >= 0 and self._refresh_s and now - self._version_checked < self._refresh_s / 2:
-            return resident
+        if (
+            current[0] >= 0
+            and self._refresh_s
+            and now - self._version_checked < self._refresh_s / 2
+        ):
+            return current
         version = int(self._table.version)
         self._version_checked = now
-        if seen == version:
-            return resident
+        if current[0] == version:
+            return current
         with self._resident_lock:
-            seen, resident = self._resident
-            if seen == version:
-                return resident
+            current = self._resident
+            if current[0] == version:
+                return current
             resident = None
             if self.count() < self.resident_max_rows:
                 # Keyed by the version read *before* the copy: if an ingest commits in between,
                 # the copy is newer than its key and the next search simply reloads it.
                 data = self._table.to_arrow().drop(["index_version"])
                 resident = _Resident(data, self.dim)
-            self._resident = (version, resident)
-            return resident
+                fields = resident.fields
+            else:
+                fields = self.scan(["chunk_id", "chunk_hash", "acl"])
+            self._resident = (version, resident, self._hash_of(fields))
+            return self._resident
+
+    def _hash_of(self, fields: Any) -> str:
+        """The content hash (as ``llmctl ingest`` computes it) of the rows in ``fields``."""
+        model_id = str((self.manifest().get("signature") or {}).get("model_id") or "")
+        if not model_id:  # an index written before the signature held the model id
+            return self.index_hash
+        return content_hash(
+            fields.column("chunk_id").to_pylist(),
+            fields.column("chunk_hash").to_pylist(),
+            fields.column("acl").to_pylist(),
+            model_id,
+            self.dim,
+        )
+
+    def search_served(
+        self, vector: Sequence[float] | np.ndarray, groups: Iterable[str], top_k: int = 5
+    ) -> tuple[list[Hit], str]:
+        """``search`` plus the content hash of the table version it searched, which follows
+        an ingest within ``refresh_s`` exactly as the results do."""
+        version, resident, index_hash = self._current()
+        groups = list(groups)
+        if resident is not None and acl_filter(groups) is not None and top_k > 0:
+            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if q.shape[0] != self.dim:
+                raise ValueError(f"query vector has {q.shape[0]} dimensions, the index {self.dim}")
+            return resident.search(q, safe_groups(groups), top_k), index_hash
+        return self.search(vector, groups, top_k), index_hash
 
     # -- writing ---------------------------------------------------------------------------
     def replace_documents(self, new_rows: Any, doc_ids: Iterable[str]) -> None:

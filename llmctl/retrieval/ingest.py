@@ -17,7 +17,6 @@ The core never prints: it reports progress through ``progress(ProgressEvent)``.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,7 +42,7 @@ from llmctl.retrieval.documents import (
     sources_from_blueprint,
 )
 from llmctl.retrieval.embedders import Embedder
-from llmctl.retrieval.index import INDEX_VERSION, ChunkIndex, rows_to_table
+from llmctl.retrieval.index import INDEX_VERSION, ChunkIndex, content_hash, rows_to_table
 
 if TYPE_CHECKING:
     from llmctl.blueprint.model import Blueprint
@@ -101,18 +100,13 @@ class IngestReport:
 
 def compute_index_hash(index: ChunkIndex, model_id: str) -> str:
     t = index.scan(["chunk_id", "chunk_hash", "acl"])
-    triples = sorted(
-        zip(
-            t.column("chunk_id").to_pylist(),
-            t.column("chunk_hash").to_pylist(),
-            (",".join(sorted(a or ())) for a in t.column("acl").to_pylist()),
-            strict=True,
-        )
+    return content_hash(
+        t.column("chunk_id").to_pylist(),
+        t.column("chunk_hash").to_pylist(),
+        t.column("acl").to_pylist(),
+        model_id,
+        index.dim,
     )
-    h = hashlib.sha256(f"{model_id}\x00{index.dim}\x00".encode())
-    for cid, chash, acl in triples:
-        h.update(f"{cid}\x00{chash}\x00{acl}\n".encode())
-    return h.hexdigest()
 
 
 def _rows(doc: Document, chunks: Sequence[Chunk]) -> list[dict[str, Any]]:

@@ -29,7 +29,8 @@ AUDIT_FIELDS = (
     "status",
     "subject",
     "groups",
-    "question_sha256",
+    "question_hmac",
+    "question_key_id",
     "cited_doc_ids",
     "cited_chunks",
     "blueprint_hash",
@@ -39,7 +40,15 @@ AUDIT_FIELDS = (
     "completion_tokens",
     "latency_ms",
 )
-AUDIT_NON_EMPTY = ("request_id", "time", "outcome", "subject", "question_sha256", "blueprint_hash")
+AUDIT_NON_EMPTY = (
+    "request_id",
+    "time",
+    "outcome",
+    "subject",
+    "question_hmac",
+    "question_key_id",
+    "blueprint_hash",
+)
 
 
 def applies(ctx: RequirementContext) -> bool:
@@ -61,6 +70,8 @@ def check_audit(
     made = [r for r in responses if r.get("request_id")]
     by_id: dict[str, list[dict[str, Any]]] = {}
     for rec in audit:
+        if rec.get("stage") == "intent":  # a streamed answer's first record; its completion follows
+            continue
         by_id.setdefault(str(rec.get("request_id")), []).append(rec)
     missing = [r["request_id"] for r in made if r["request_id"] not in by_id]
     dupes = [r["request_id"] for r in made if len(by_id.get(r["request_id"], [])) > 1]

@@ -52,18 +52,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:
-    """The audit file and its rotated predecessors (``audit.jsonl.1`` …), oldest first."""
-    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -_suffix(p)) + [path]
-    records: list[dict[str, Any]] = []
-    for f in files:
-        if f.is_file() and _suffix(f) >= 0:
-            records += read_jsonl(f)
-    return records
+    """The whole audit trail of ``path``, oldest first: its archive (sealed and compressed
+    files), rotated files of the older numbered scheme, then the live file."""
+    from llmctl.gateway.audit import read_trail
 
-
-def _suffix(p: Path) -> int:
-    tail = p.name.rsplit(".", 1)[-1]
-    return int(tail) if tail.isdigit() else (0 if p.suffix == ".jsonl" else -1)
+    return read_trail(path)
 
 
 def save_evidence(evidence_dir: Path, ev: Evidence) -> None:
