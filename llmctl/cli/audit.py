@@ -1,12 +1,13 @@
-"""``llmctl audit rotate-key|find``: the audit trail's question key ring, for operators and
-investigators.
+"""``llmctl audit rotate-key|find|verify``: the audit trail's question key ring, for operators
+and investigators, and its hash chain.
 
 Audit records carry an HMAC of the question, not the question (unless the blueprint sets
 ``includeQuestionText``), so reading the trail says nothing about what was asked. Whoever holds
 the stack's key ring (``auth/question-keys.json``, 0600) can still answer "who asked this?":
 ``find`` HMACs the question with every key of the ring and lists the records that match.
 ``rotate-key`` starts a new key without a restart and keeps the old ones, so older records stay
-findable. Neither verb ever prints a key.
+findable. Neither verb ever prints a key. ``verify`` walks the trail's hash chain
+(``llmctl.gateway.audit_chain``) and exits 1 at the first record removed or edited.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from llmctl.state import StackState
 
 audit_app = typer.Typer(
     name="audit",
-    help="The audit trail's question key ring: rotate it, find who asked a question.",
+    help="The audit trail: rotate its question key, find who asked a question, verify its chain.",
     no_args_is_help=True,
 )
 
@@ -138,3 +139,34 @@ def find(
             f"{audit_file}: no audit trail here; the gateway writes it once it serves a request"
         )
     emit(Found(audit_file, len(records), match_records(ring, question, records)), output)
+
+
+@audit_app.command("verify")
+def verify(
+    blueprint: BlueprintArg,
+    target: TargetOpt = "local",
+    head: Annotated[
+        str | None,
+        typer.Option("--head", help="A head hash noted earlier: fail unless the trail holds it."),
+    ] = None,
+    output: OutputOption = OutputFormat.text,
+) -> None:
+    """Check the audit trail's hash chain and archive hashes; exit 1 at the first break."""
+    from llmctl.gateway.audit_chain import verify_trail
+
+    state = _local_state(blueprint, target)
+    if not trail_exists(state.audit_file):
+        raise LlmctlError(
+            f"{state.audit_file}: no audit trail here; the gateway writes it once it serves a "
+            "request"
+        )
+    report = verify_trail(state.audit_file, head=head)
+    emit(report, output)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def trail_exists(audit_file: Path) -> bool:
+    from llmctl.gateway.audit import trail_files
+
+    return bool(trail_files(audit_file))

@@ -38,8 +38,35 @@ from llmctl.gateway.audit_archive import AuditArchive
 log = logging.getLogger("llmctl.gateway")
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+#: The ``prev`` of a trail's first record.
+GENESIS = "0" * 64
+
+
+def line_hash(line: bytes) -> str:
+    """The chain's link: SHA-256 of one whole line as written, newline included."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def last_line(path: Path) -> bytes | None:
+    """The last whole line of a plain file (read from the end), None when it has none."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            pos, tail = end, b""
+            while pos > 0:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                tail = fh.read(step) + tail
+                body = tail[:-1] if tail.endswith(b"\n") else tail
+                cut = body.rfind(b"\n")
+                if cut >= 0 or pos == 0:
+                    line = body[cut + 1 :] + b"\n"
+                    return line if line.strip() else None
+    except OSError:
+        return None
+    return None
 
 
 def utc_now_iso() -> str:
@@ -75,6 +102,9 @@ class AuditRecord:
     stage: str | None = None
     client: str | None = None  # the caller's address, on records of unauthenticated requests
     suppressed: int | None = None  # refusals from ``client`` counted but not recorded before this
+    # SHA-256 of the line before this one in the trail (GENESIS for the first): set by AuditLog,
+    # so a record removed or edited breaks the chain (``llmctl audit verify``)
+    prev: str | None = None
 
     def to_line(self) -> bytes:
         data = {k: v for k, v in asdict(self).items() if v is not None}
@@ -126,6 +156,15 @@ class AuditLog:
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
         self.archive.recover()
+        self._last = self._tail_hash()
+
+    def _tail_hash(self) -> str:
+        """Where the chain goes on after a restart: the hash of the trail's last line (the live
+        file's, else the newest archived file's), GENESIS for a new trail."""
+        last = last_line(self.path)
+        if last is not None:
+            return line_hash(last)
+        return self.archive.tail_hash() or GENESIS
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -136,9 +175,10 @@ class AuditLog:
         Raises ``AuditUnavailable`` when the line is not durably written; a partial line (a
         disk that filled mid-write) is cut off again, so the trail keeps whole lines only.
         """
-        line = record.to_line()
         rotated: Path | None = None
         with self._lock:
+            record.prev = self._last  # the chain: serialised by the lock, like the file itself
+            line = record.to_line()
             try:
                 if self.failing is not None or self._fd < 0:
                     self._reopen()
@@ -153,6 +193,7 @@ class AuditLog:
                 raise self._failed(exc) from exc
             self._size += written
             self._written += 1
+            self._last = line_hash(line)
             mine = self._written
         if rotated is not None:
             self._compress_later(rotated)

@@ -81,13 +81,14 @@ class AuditArchive:
             self._expire()
 
     def _seal(self, raw: Path) -> None:
-        count, first, last = 0, "", ""
+        count, first, last, tail = 0, "", "", b""
         with open(raw, "rb") as fh:
             for line in fh:
                 count += 1
                 stamp = _record_time(line)
                 first = first or stamp
                 last = stamp or last
+                tail = line
         gz = raw.with_name(raw.name + ".gz")
         tmp = gz.with_name(gz.name + ".tmp")
         with open(raw, "rb") as src, open(tmp, "wb") as out:
@@ -106,6 +107,9 @@ class AuditArchive:
             "raw_bytes": raw.stat().st_size,
             "bytes": gz.stat().st_size,
             "sealed_at": _now_iso(),
+            # the chain's link to the next file: kept in the manifest, so the chain can still
+            # be checked from here on once this file is deleted for retention
+            "last_sha256": hashlib.sha256(tail).hexdigest() if tail else "",
         }
         self._append(entry)
         raw.unlink()
@@ -132,7 +136,14 @@ class AuditArchive:
         for e in expired:
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / e["file"]).unlink()
-            self._append({"file": e["file"], "deleted_at": _now_iso(), "reason": reason})
+            self._append(
+                {
+                    "file": e["file"],
+                    "deleted_at": _now_iso(),
+                    "reason": reason,
+                    "last_sha256": e.get("last_sha256", ""),
+                }
+            )
 
     def recover(self) -> None:
         """Seal what a killed process left unsealed (at start, before any rotation)."""
@@ -170,6 +181,37 @@ class AuditArchive:
             [p for p in sealed if p.is_file()] + self._unsealed(),
             key=lambda p: p.name.removesuffix(".gz"),
         )
+
+    def tail_hash(self) -> str:
+        """The hash of the archive's newest line ('' when the archive is empty)."""
+        files = self.files()
+        if not files:
+            return ""
+        newest = files[-1]
+        if newest.suffix != ".gz":  # not sealed yet (a crash): read its last line
+            with open(newest, "rb") as fh:
+                tail = b""
+                for line in fh:
+                    tail = line
+            return hashlib.sha256(tail).hexdigest() if tail else ""
+        for e in reversed(self.entries()):
+            if e["file"] == newest.name:
+                return str(e.get("last_sha256", ""))
+        return ""
+
+    def anchors(self) -> set[str]:
+        """Hashes a trail may start from: the last lines of files deleted for retention."""
+        try:
+            lines = self.manifest.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return set()
+        out = set()
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                e = json.loads(line)
+                if "deleted_at" in e and e.get("last_sha256"):
+                    out.add(str(e["last_sha256"]))
+        return out
 
     def verify(self) -> list[str]:
         """Sealed files whose bytes no longer match the manifest (empty: all intact)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from llmctl.errors import BackendTimeout, BackendUnavailable
@@ -81,6 +82,19 @@ class IndexRetriever:
         """The opened index's current content hash ('' before it is open)."""
         index = self._index
         return str(getattr(index, "index_hash", "") or "") if index is not None else ""
+
+    @property
+    def index_updated_at(self) -> float | None:
+        """Unix time of the opened index's last change (its manifest), None before it is open."""
+        index = self._index
+        manifest = getattr(index, "manifest", None) if index is not None else None
+        if manifest is None:
+            return None
+        stamp = str(manifest().get("updated_at") or "")
+        try:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
 
     def _get_index(self) -> Any:
         if self._index is None:

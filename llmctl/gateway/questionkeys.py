@@ -351,7 +351,7 @@ def match_records(
     found = []
     for rec in records:
         mac = rec.get("question_hmac")
-        if not isinstance(mac, str):
+        if not isinstance(mac, str) or rec.get("stage") == "intent":  # its completion follows
             continue
         key_id = rec.get("question_key_id")
         expected = digests.get(key_id) if isinstance(key_id, str) else None

@@ -9,6 +9,7 @@ record that disagrees fails it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance.base import RequirementContext
@@ -59,7 +60,21 @@ def check(ctx: RequirementContext) -> list[Check]:
     audit_file = ctx.evidence.audit_file
     if audit_file is None or not audit_file.exists():
         return [Check("audit.one-record-per-request", False, f"no audit file at {audit_file}")]
-    return check_audit(ctx.bp, ctx.responses, read_audit(audit_file))
+    return [*check_audit(ctx.bp, ctx.responses, read_audit(audit_file)), chain_check(audit_file)]
+
+
+def chain_check(audit_file: Path) -> Check:
+    """``audit.chain-intact``: no record of the trail removed or edited (its hash chain)."""
+    from llmctl.gateway.audit_chain import verify_trail
+
+    report = verify_trail(audit_file)
+    return Check(
+        "audit.chain-intact",
+        report.ok,
+        report.summary()[0],
+        value=report.records,
+        evidence="audit required: every record links to the SHA-256 of the one before it",
+    )
 
 
 def check_audit(
