@@ -27,7 +27,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # appended to the machine's own find-links (where a local torch wheel may live), never replacing them
 export PIP_FIND_LINKS := $(strip $(PIP_FIND_LINKS) $(CURDIR)/$(LLAMA_WHEELS))
 
-.PHONY: demo demo-plan down test test-fast test-stack lint format install-dev install-demo clean bench
+.PHONY: demo demo-plan down test test-fast test-stack lint format install-dev install-demo clean bench system-deps
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "llmctl needs Python >= 3.11 (found %s)" % sys.version.split()[0]'
@@ -50,7 +50,22 @@ $(VENV)/.stamp-demo: pyproject.toml setup.py $(LLAMA_STAMP) | $(VENV)/bin/python
 	$(PIP) install $(PIP_FLAGS) -e '.[local,gates,k8s]'
 	@touch $@
 
-install-dev: $(VENV)/.stamp-dev
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules
+# (tests/test_ops_alerts.py, which skips without it). Installed only as root on Debian/Ubuntu and
+# only while missing, so a second run costs one `command -v`; anyone else gets a note, not a failure.
+system-deps:
+	@if command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || \
+	     ! grep -qiE '^ID(_LIKE)?=.*(debian|ubuntu)' /etc/os-release 2>/dev/null; then \
+	  echo "note: promtool missing (needs root on Debian/Ubuntu: apt-get install prometheus); its tests will skip"; \
+	else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends prometheus >/dev/null || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
+	    echo "warning: could not install prometheus (promtool); its tests will skip"; \
+	fi
+
+install-dev: $(VENV)/.stamp-dev system-deps
 install-demo: $(VENV)/.stamp-demo
 
 lint: install-dev

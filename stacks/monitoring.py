@@ -1,4 +1,5 @@
-"""ServiceMonitors (Prometheus operator) and a Grafana dashboard for the gateway and Triton."""
+"""ServiceMonitors and alert rules (Prometheus operator) and a Grafana dashboard for the gateway
+and Triton."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import base
-from .spec import StackSpec
+from .spec import StackSpec, dashboard_title, dashboard_uid
 
 #: Series the dashboard reads. Gateway names come from llmctl/gateway/metrics.py (prometheus_client
 #: adds _total to counters, _bucket to histograms); Triton's from its metrics endpoint.
@@ -89,8 +90,8 @@ def dashboard(spec: StackSpec) -> dict[str, Any]:
         ("GPU memory used", f"sum by (pod) (nv_gpu_memory_used_bytes{{{ns}}})", "bytes"),
     ]
     return {
-        "title": f"llmctl: {spec.name} ({spec.target})",
-        "uid": f"llmctl-{spec.name}"[:40],
+        "title": dashboard_title(spec.name, spec.target),
+        "uid": dashboard_uid(spec.name),
         "tags": ["llmctl", spec.name],
         "timezone": "utc",
         "schemaVersion": 39,
@@ -126,6 +127,18 @@ class Monitoring(pulumi.ComponentResource):
                         "namespaceSelector": {"matchNames": [spec.namespace]},
                         "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}],
                     },
+                    opts=base.child(self),
+                )
+            if spec.alert_groups:
+                # The SLO alerts (llmctl.ops.alerts): rules only, read by the operator's
+                # Prometheus; nothing in the namespace gets any permission from them.
+                name = base.name(spec, "alerts")
+                k8s.apiextensions.CustomResource(
+                    name,
+                    api_version="monitoring.coreos.com/v1",
+                    kind="PrometheusRule",
+                    metadata=base.metadata(spec, name, "alerts"),
+                    spec={"groups": [dict(g) for g in spec.alert_groups]},
                     opts=base.child(self),
                 )
         if spec.dashboards:

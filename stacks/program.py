@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import base
+from .backup import Backup
 from .gateway import Gateway, Retrieval
 from .inference import Inference
 from .monitoring import Monitoring
@@ -52,6 +53,7 @@ def define(spec: StackSpec) -> dict[str, Any]:
         deps.append(Retrieval(spec, after))
     gateway = Gateway(spec, pulumi.ResourceOptions(depends_on=deps))
     Monitoring(spec, after)
+    Backup(spec, after)
     outputs: dict[str, Any] = {
         "namespace": spec.namespace,
         "url": gateway.url,

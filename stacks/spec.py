@@ -76,6 +76,9 @@ class StackSpec:
     dashboards: bool
     build_job: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
+    #: Prometheus rule groups (``llmctl.ops.alerts.rule_groups``), rendered as a PrometheusRule
+    #: next to the ServiceMonitors.
+    alert_groups: tuple[dict[str, Any], ...] = field(default=())
 
     @property
     def model_store_kind(self) -> str:
@@ -100,6 +103,15 @@ class StackSpec:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+def dashboard_uid(service: str) -> str:
+    """The Grafana dashboard's uid (Grafana allows 40 characters), for links from the runbook."""
+    return f"llmctl-{service}"[:40]
+
+
+def dashboard_title(service: str, target: str) -> str:
+    return f"llmctl: {service} ({target})"
 
 
 def _canonical(value: Any) -> str:
@@ -206,6 +218,7 @@ def spec_from_blueprint(
     """Resolve blueprint + capacity plan + versions into the spec the program renders."""
     from llmctl import __version__
     from llmctl.gateway.config import config_from_blueprint
+    from llmctl.ops.alerts import rule_groups, runbook_path, series_selector
 
     target = bp.target(target_name)
     private = bp.requirements.data_residency == "private"
@@ -299,6 +312,13 @@ def spec_from_blueprint(
         dashboards=bool(bp.observability.dashboards),
         build_job=build_job,
         notes=tuple(notes),
+        alert_groups=tuple(
+            rule_groups(
+                bp,
+                series_selector(bp, target_name),
+                runbook_url=runbook_path(bp, target_name),
+            )
+        ),
     )
 
 

@@ -262,6 +262,90 @@ def test_monitoring(name: str) -> None:
     assert "nv_inference_queue_duration_us" in exprs
 
 
+#: The PrometheusRule CRD's schema, strict (no unknown fields), from prometheus-operator's
+#: example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml (v0.82): what the API
+#: server checks, which kubernetes-validate (core kinds only) skips.
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+PROMETHEUS_RULE_SPEC = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": _DURATION,
+                    "labels": _STRINGS,
+                    "limit": {"type": "integer"},
+                    "partial_response_strategy": {"type": "string"},
+                    "query_offset": _DURATION,
+                    "rules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["expr"],
+                            "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                            "properties": {
+                                "alert": {"type": "string"},
+                                "record": {"type": "string"},
+                                "expr": {"type": ["string", "integer"]},
+                                "for": _DURATION,
+                                "keep_firing_for": {**_DURATION, "minLength": 1},
+                                "labels": _STRINGS,
+                                "annotations": _STRINGS,
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+@params
+def test_alert_rules_render_as_a_valid_prometheus_rule(name: str) -> None:
+    import jsonschema
+
+    bp, _, spec, result = resolved(name)
+    rules = objects(result, "PrometheusRule")
+    assert bool(rules) == bp.target(spec.target).prometheus_operator
+    if not rules:  # no operator in that cluster: the rules are still in the spec (llmctl runbook)
+        assert spec.alert_groups
+        return
+    [rule] = rules
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["namespace"] == spec.namespace
+    monitor = objects(result, "ServiceMonitor")[0]["metadata"]["labels"]
+    shared = {k: v for k, v in monitor.items() if k != "app.kubernetes.io/name"}
+    assert shared.items() <= rule["metadata"]["labels"].items()
+    jsonschema.validate(rule["spec"], PROMETHEUS_RULE_SPEC)
+    assert rule["spec"]["groups"] == [dict(g) for g in spec.alert_groups]
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    names = {a["alert"] for a in alerts}
+    assert {
+        "LlmctlAvailabilityFastBurn",
+        "LlmctlBackendCircuitOpen",
+        "LlmctlAuditSinkDown",
+    } <= names
+    assert all(
+        f'namespace="{spec.namespace}"' in r["expr"] or "llmctl_service" in r["expr"]
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+    )
+    assert all(a["labels"]["severity"] in ("page", "ticket") for a in alerts)
+    assert all(a["annotations"]["runbook_url"].endswith("#" + a["alert"].lower()) for a in alerts)
+
+
 def test_dashboard_reads_only_series_the_gateway_exports() -> None:
     pytest.importorskip("prometheus_client")
     from llmctl.stacks.monitoring import GATEWAY_SERIES
@@ -282,7 +366,7 @@ def test_render_passes_kubernetes_schemas(name: str, tmp_path: Path) -> None:
     assert report.errors == []
     assert report.version.startswith("1.30")
     assert len(report.checked) + len(report.skipped) == len(result.manifests)
-    assert all("ServiceMonitor" in s for s in report.skipped)
+    assert all("ServiceMonitor" in s or "PrometheusRule" in s for s in report.skipped)
     files = write(result, tmp_path)
     import yaml
 
@@ -384,3 +468,62 @@ def test_build_job_runs_on_a_gpu_node(tmp_path: Path) -> None:
     assert pod["nodeSelector"] == spec.node_selector and pod["restartPolicy"] == "Never"
     assert built["metadata"]["labels"]["llmctl.dev/engine-hash"] == spec.engine_hash[:16]
     assert validate(result.manifests, spec.kubernetes_version).errors == []
+
+
+@params
+def test_backup_snapshots_the_index_and_audit_claims_with_least_privilege(name: str) -> None:
+    import json
+
+    from llmctl.stacks.backup import KEEP, SCHEDULE, TOKEN_DIR
+
+    from llmctl.ops.snapshots import TOKEN_DIR as RUNNER_TOKEN_DIR
+
+    bp, _, spec, result = resolved(name)
+    claims = {m["metadata"]["name"] for m in objects(result, "PersistentVolumeClaim")}
+    cm = one(result, "ConfigMap", "-backup")
+    snapshots = json.loads(cm["data"]["snapshots.json"])
+    assert {s["apiVersion"] for s in snapshots} == {"snapshot.storage.k8s.io/v1"}
+    assert {s["kind"] for s in snapshots} == {"VolumeSnapshot"}
+    sources = {s["spec"]["source"]["persistentVolumeClaimName"] for s in snapshots}
+    assert sources == {f"{bp.name}-index", f"{bp.name}-audit"} and sources <= claims
+    assert all(s["metadata"]["namespace"] == spec.namespace for s in snapshots)
+
+    cron = one(result, "CronJob", "-backup")
+    assert cron["spec"]["schedule"] == SCHEDULE == "0 3 * * *" and KEEP == 7
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{bp.name}-backup"
+    assert pod["automountServiceAccountToken"] is False
+    [container] = pod["containers"]
+    assert container["command"] == ["python", "-m", "llmctl.ops.snapshots"]
+    assert container["args"][-2:] == ["--keep", str(KEEP)]
+    gateway_pod = one(result, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    assert container["securityContext"] == gateway_pod["containers"][0]["securityContext"]
+    assert pod["securityContext"] == gateway_pod["securityContext"]
+    token = next(m for m in container["volumeMounts"] if m["name"] == "token")
+    assert token["mountPath"] == TOKEN_DIR == RUNNER_TOKEN_DIR
+    assert policy_problems([cron]) == []
+
+    role = one(result, "Role", "-backup")
+    assert role["metadata"]["namespace"] == spec.namespace
+    assert role["rules"] == [
+        {
+            "apiGroups": ["snapshot.storage.k8s.io"],
+            "resources": ["volumesnapshots"],
+            "verbs": ["create", "get", "list", "delete"],
+        }
+    ]
+    assert not objects(result, "ClusterRole") and not objects(result, "ClusterRoleBinding")
+    binding = one(result, "RoleBinding", "-backup")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": f"{bp.name}-backup",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{bp.name}-backup", "namespace": spec.namespace}
+    ]
+    egress = one(result, "NetworkPolicy", "-backup-to-apiserver")["spec"]
+    assert egress["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "backup"
+    assert {p["port"] for p in egress["egress"][0]["ports"]} == {443, 6443}
+    assert ("to" in egress["egress"][0]) == (bp.requirements.data_residency == "private")

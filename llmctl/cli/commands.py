@@ -39,6 +39,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "llmctl.cli.engines",
     "llmctl.cli.verify",
     "llmctl.cli.audit",
+    "llmctl.cli.backup",
+    "llmctl.cli.runbook",
 )
 
 
