@@ -123,7 +123,9 @@ def test_cli_prints_or_writes_the_runbook(tmp_path: Path) -> None:
     assert printed.exit_code == 0, printed.output
     assert printed.stdout == render_runbook(load_blueprint(HR), "local")
     out = tmp_path / "deep" / "runbook.md"
-    wrote = runner.invoke(app, ["runbook", str(SUPPORT), "--target", "coreweave", "--out", str(out)])
+    wrote = runner.invoke(
+        app, ["runbook", str(SUPPORT), "--target", "coreweave", "--out", str(out)]
+    )
     assert wrote.exit_code == 0, wrote.output
     assert out.read_text(encoding="utf-8") == render_runbook(load_blueprint(SUPPORT), "coreweave")
     bad = runner.invoke(app, ["runbook", str(HR), "-t", "nope"])
