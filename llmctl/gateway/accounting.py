@@ -36,9 +36,10 @@ ANSWERS = ("answered", "no_source")
 
 
 class Pools(Protocol):
-    """Worker-thread budgets the accounts use (see ``llmctl.gateway.pipeline.Pools``)."""
+    """Worker-thread budgets the accounts use (see ``llmctl.gateway.resilience.Pools``)."""
 
-    audit: CapacityLimiter
+    @property
+    def audit(self) -> CapacityLimiter: ...
 
 
 class Books(Protocol):
@@ -47,7 +48,9 @@ class Books(Protocol):
     config: GatewayConfig
     metrics: GatewayMetrics
     audit: AuditLog
-    pools: Pools
+
+    @property
+    def pools(self) -> Pools: ...
 
     def index_hash(self) -> str: ...
 
