@@ -38,6 +38,9 @@ SCHEDULE = "0 3 * * *"
 TIME_ZONE = "Etc/UTC"
 KEEP = 7
 API_SERVER_PORTS = (443, 6443)
+#: Marks the one egress policy that exists to reach the Kubernetes API server (see
+#: llmctl/gates/compliance/residency.py, which holds it to private ranges and these ports).
+API_EGRESS_ANNOTATION = "llmctl.dev/egress-purpose"
 #: where ``llmctl.ops.snapshots`` reads its token and CA (its TOKEN_DIR)
 TOKEN_DIR = "/var/run/secrets/llmctl-backup"
 TEMPLATES_DIR = "/etc/llmctl-backup"
@@ -164,7 +167,13 @@ class Backup(pulumi.ComponentResource):
         policy_name = base.name(spec, "backup-to-apiserver")
         k8s.networking.v1.NetworkPolicy(
             policy_name,
-            metadata=base.metadata(spec, policy_name, "network-policy"),
+            metadata=base.metadata(
+                spec,
+                policy_name,
+                "network-policy",
+                # read by the residency gate: control-plane access, not data egress
+                extra_annotations={API_EGRESS_ANNOTATION: "kubernetes-api"},
+            ),
             spec=apiserver_policy(spec),
             opts=base.child(self),
         )

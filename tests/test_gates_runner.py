@@ -77,11 +77,13 @@ def test_no_running_stack_fails_smoke_and_skips_the_live_gates(tmp_path: Path, n
     assert (root.get("failures"), root.get("skipped")) == ("1", "3")
 
 
-def test_a_kubernetes_target_has_no_live_gates(tmp_path: Path, no_stacks) -> None:
+def test_a_kubernetes_target_without_an_endpoint_says_to_pass_url(
+    tmp_path: Path, no_stacks
+) -> None:
     result = verify(HR, "prod", report_dir=tmp_path / "r")
     smoke = result.gate("smoke")
     assert smoke is not None and smoke.status == "error"
-    assert "live gates run against a local stack only" in smoke.message
+    assert "no gateway endpoint is known: pass --url" in smoke.message
 
 
 def test_cli_exit_code_is_1_when_a_gate_fails(tmp_path: Path, no_stacks) -> None:

@@ -394,3 +394,35 @@ def test_reports_written(tmp_path: Path) -> None:
     html = paths["html"].read_text()
     assert "Requirements and their evidence" in html and "latency-histogram.png" in html
     assert (tmp_path / "latency-over-time.png").stat().st_size > 0
+
+
+def test_egress_to_the_kubernetes_api_is_not_data_egress_only_when_it_is_exactly_that() -> None:
+    from llmctl.gates.compliance.residency import egress_denied
+
+    deny = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "default-deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
+
+    def api(cidr: str = "10.0.0.0/8", port: int = 443, marked: bool = True) -> dict:
+        notes = {"llmctl.dev/egress-purpose": "kubernetes-api"} if marked else {}
+        return {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "backup-to-apiserver", "annotations": notes},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "backup"}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [{"ipBlock": {"cidr": cidr}}],
+                        "ports": [{"protocol": "TCP", "port": port}],
+                    }
+                ],
+            },
+        }
+
+    ok, message = egress_denied([deny, api()])
+    assert ok and "reaches only the Kubernetes API server" in message
+    for bad in (api(cidr="0.0.0.0/0"), api(port=80), api(marked=False), api(cidr="8.8.8.0/24")):
+        assert egress_denied([deny, bad])[0] is False

@@ -39,6 +39,7 @@ class Audit:
     sink: str | None
     include_question_text: bool
     rotate_bytes: int
+    auditor_group: str | None  # may read records over the gateway (GET /v1/audit/records)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ class Auth:
     jwks_url: str | None
     groups_claim: str
     allow_anonymous: bool
+    token_url: str | None  # OAuth2 token endpoint verify gets test identities' tokens from
+    client_id_env: str | None  # names of the environment variables with the client's
+    client_secret_env: str | None  # credentials: a blueprint never holds a secret
 
 
 @dataclass(frozen=True)
@@ -368,6 +372,7 @@ def build_blueprint(doc: dict[str, Any], path: Path) -> Blueprint:
             sink=au.get("sink"),
             include_question_text=au["includeQuestionText"],
             rotate_bytes=au["rotateBytes"],
+            auditor_group=au.get("auditorGroup"),
         ),
         compliance=_t(rq["compliance"]),
         users=Users(
@@ -462,6 +467,9 @@ def build_blueprint(doc: dict[str, Any], path: Path) -> Blueprint:
                 jwks_url=auth.get("jwksUrl"),
                 groups_claim=auth["groupsClaim"],
                 allow_anonymous=auth["allowAnonymous"],
+                token_url=auth.get("tokenUrl"),
+                client_id_env=auth.get("clientIdEnv"),
+                client_secret_env=auth.get("clientSecretEnv"),
             ),
             rate_limit=RateLimit(
                 requests_per_minute=ne["rateLimit"]["requestsPerMinute"],

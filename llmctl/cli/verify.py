@@ -35,12 +35,31 @@ def verify(
             "--eval-limit", min=1, help="Ask at most N evaluation questions (quick runs)."
         ),
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Gateway URL of a deployed target (default: the target's ingress host or "
+            "recorded endpoint; the local stack for local targets).",
+        ),
+    ] = None,
+    token_command: Annotated[
+        str | None,
+        typer.Option(
+            "--token-command",
+            help="Program printing a bearer token, with {user} and {groups} (comma-separated) "
+            "substituted; run without a shell. Default: network.auth.tokenUrl (client "
+            "credentials from the env vars the blueprint names), or the local dev issuer.",
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.text,
 ) -> None:
-    """Run the gates against the running stack; exit 0 when all pass, 1 when any fails."""
+    """Run the gates against the running stack, or a deployed one (--url); exit 0 when all
+    pass, 1 when any fails."""
     from llmctl.gates.verify import verify as run_verify
 
     report_dir = report or Path(".llmctl-verify")
+    remote = {"url": url, "token_command": token_command}
     if output is OutputFormat.json:
         result = run_verify(
             blueprint,
@@ -49,10 +68,13 @@ def verify(
             junit=junit,
             update_baseline=update_baseline,
             eval_limit=eval_limit,
+            **remote,
         )
         print_json(result.to_dict())
     else:
-        result = _with_progress(blueprint, target, report_dir, junit, update_baseline, eval_limit)
+        result = _with_progress(
+            blueprint, target, report_dir, junit, update_baseline, eval_limit, remote
+        )
         _render(result, junit)
     if not result.ok:
         raise typer.Exit(1)
@@ -65,6 +87,7 @@ def _with_progress(
     junit: Path | None,
     update: bool,
     limit: int | None,
+    remote: dict[str, str | None],
 ) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -98,6 +121,7 @@ def _with_progress(
             update_baseline=update,
             eval_limit=limit,
             on_progress=on_progress,
+            **remote,
         )
 
 

@@ -56,13 +56,17 @@ def verify(
     quality_workers: int = 2,
     on_progress: VerifyProgress | None = None,
     stack: Any = None,
+    url: str | None = None,
+    token_command: str | None = None,
 ) -> VerifyResult:
     """Run every gate for ``blueprint`` (a path or a loaded Blueprint) on ``target``.
 
     Writes ``verify.json``, ``index.html``, plots and ``evidence/`` under ``report_dir`` (a
     temporary folder when None) and JUnit XML to ``junit``; returns the result (``.ok``).
     ``stack`` replaces the target's running stack (anything with ``Stack``'s attributes), for a
-    gateway served some other way.
+    gateway served some other way. ``url`` reaches a gateway over the network instead (a
+    deployed target; a target that is not local needs one, or a known endpoint), its callers'
+    tokens from ``token_command`` or the blueprint's token endpoint (``llmctl.gates.identity``).
     """
     t_start = time.monotonic()
     bp_path = Path(getattr(blueprint, "path", blueprint))
@@ -80,7 +84,7 @@ def verify(
         target=target,
         report_dir=out,
         result=result,
-        options=VerifyOptions(update_baseline, eval_limit, quality_workers),
+        options=VerifyOptions(update_baseline, eval_limit, quality_workers, url, token_command),
         say=on_progress or no_progress,
         stack=stack,
     )

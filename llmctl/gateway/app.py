@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmctl.gateway.audit import AuditLog
 from llmctl.gateway.audit_archive import capacity_problem
+from llmctl.gateway.audit_read import register_audit_read
 from llmctl.gateway.auth import Authenticator
 from llmctl.gateway.backends import BackendUnavailable, LLMClient, Retriever, TritonLLM
 from llmctl.gateway.config import GatewayConfig, GatewayConfigError
@@ -179,6 +180,9 @@ def create_app(
     async def metrics() -> Response:
         if not config.metrics:
             return PlainTextResponse("metrics disabled\n", status_code=404)
+        updated = getattr(gw.retriever, "index_updated_at", None)
+        if isinstance(updated, float):
+            gw.metrics.index_updated.set(updated)
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # The routes take the raw Request on purpose: the body is read only after auth and rate
@@ -191,4 +195,5 @@ def create_app(
     async def chat(request: Request) -> Response:
         return await serve(gw, request, chat_dialect)
 
+    register_audit_read(app, gw)  # GET /v1/audit/records, for the auditor group
     return app

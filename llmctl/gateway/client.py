@@ -32,6 +32,7 @@ from llmctl.errors import LlmctlError
 
 ASK_PATH = "/v1/ask"
 CHAT_PATH = "/v1/chat/completions"
+AUDIT_PATH = "/v1/audit/records"
 DEFAULT_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 5.0
 
@@ -319,6 +320,13 @@ class GatewayClient(_Base):
     def readyz(self) -> GatewayResponse:
         """200 when Triton and the index are ready, else 503 with what is not."""
         return self._call("GET", "/readyz")
+
+    def audit_records(
+        self, request_ids: Sequence[str] = (), *, since: str | None = None, token: str | None = None
+    ) -> GatewayResponse:
+        """``GET /v1/audit/records`` (auditor group only): completion records by id or since."""
+        params = [("request_id", i) for i in request_ids] + ([("since", since)] if since else [])
+        return self._call("GET", AUDIT_PATH, params=params, headers=self._headers(token))
 
 
 class AsyncGatewayClient(_Base):

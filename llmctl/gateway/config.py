@@ -75,6 +75,8 @@ class AuditConfig:
     records_per_day: int = 0
     include_question_text: bool = False
     question_key_path: str | None = None  # the question key ring (None: an ephemeral key)
+    # members may read records over HTTP (GET /v1/audit/records); None: the endpoint refuses all
+    auditor_group: str | None = None
     max_bytes: int = 50 * 1024 * 1024
     backups: int = 10
     fsync: bool = True
@@ -311,6 +313,7 @@ def config_from_blueprint(
             retention_days=int(audit_bp.retention_days or 0),
             records_per_day=int(bp.requirements.users.requests_per_day or 0),
             max_bytes=int(getattr(audit_bp, "rotate_bytes", 0) or AuditConfig.max_bytes),
+            auditor_group=getattr(audit_bp, "auditor_group", None),
         ),
         limits=LimitsConfig(
             max_request_bytes=int(net.max_request_bytes),

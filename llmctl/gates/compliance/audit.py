@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.gates.compliance.base import RequirementContext
-from llmctl.gates.compliance.evidence import read_audit
+from llmctl.gates.compliance.evidence import read_audit, read_jsonl
 from llmctl.gates.results import Check
 
 if TYPE_CHECKING:
@@ -57,10 +57,53 @@ def applies(ctx: RequirementContext) -> bool:
 
 
 def check(ctx: RequirementContext) -> list[Check]:
-    audit_file = ctx.evidence.audit_file
+    ev = ctx.evidence
+    if ev.audit_error:
+        return [Check("audit.one-record-per-request", False, ev.audit_error)]
+    audit_file = ev.audit_file
     if audit_file is None or not audit_file.exists():
         return [Check("audit.one-record-per-request", False, f"no audit file at {audit_file}")]
+    if ev.audit_origin:  # records read over HTTP: a selection, so no chain to follow here
+        records = read_jsonl(audit_file)
+        return [
+            *check_audit(ctx.bp, ctx.responses, records),
+            check_record_acls(ctx.responses, records, ev.doc_acls),
+            Check(
+                "audit.chain-intact",
+                None,
+                f"records read from {ev.audit_origin}: the hash chain is checked where the "
+                "sink is (`llmctl audit verify`)",
+            ),
+        ]
     return [*check_audit(ctx.bp, ctx.responses, read_audit(audit_file)), chain_check(audit_file)]
+
+
+def check_record_acls(
+    responses: Sequence[dict[str, Any]],
+    audit: Sequence[dict[str, Any]],
+    doc_acls: dict[str, Sequence[str]],
+) -> Check:
+    """``audit.citations-within-groups``: each audited request of this run cited only documents
+    its recorded groups may read (the gateway's own account of what it showed to whom)."""
+    mine = {str(r["request_id"]) for r in responses if r.get("request_id")}
+    outside = [
+        f"{rec.get('request_id')} ({rec.get('subject')}, groups {rec.get('groups')}): {d}"
+        for rec in audit
+        if str(rec.get("request_id")) in mine and rec.get("stage") != "intent"
+        for d in rec.get("cited_doc_ids") or []
+        if d not in doc_acls or not set(rec.get("groups") or []) & set(doc_acls[d])
+    ]
+    return Check(
+        "audit.citations-within-groups",
+        not outside,
+        "every audited citation within the caller's groups"
+        if not outside
+        else f"{len(outside)} audited citations outside the caller's groups: "
+        + "; ".join(outside[:3]),
+        value=len(outside),
+        threshold=0,
+        evidence="audit required: cited_doc_ids of each record against the corpus ACLs",
+    )
 
 
 def chain_check(audit_file: Path) -> Check:

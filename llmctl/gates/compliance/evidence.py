@@ -28,6 +28,10 @@ class Evidence:
     manifests: dict[str, list[dict[str, Any]] | str] = field(
         default_factory=dict
     )  # target -> docs or why not
+    # a remote run: the gateway the audit records (in ``audit_file``) were read from over HTTP,
+    # and why they could not be, if so; None: ``audit_file`` is the gateway's own trail
+    audit_origin: str | None = None
+    audit_error: str | None = None
 
 
 def write_responses(path: Path, responses: Iterable[dict[str, Any]]) -> int:
@@ -64,6 +68,8 @@ def save_evidence(evidence_dir: Path, ev: Evidence) -> None:
     doc = {
         "responses_file": str(ev.responses_file),
         "audit_file": str(ev.audit_file),
+        "audit_origin": ev.audit_origin,
+        "audit_error": ev.audit_error,
         "listeners": ev.listeners,
         "endpoints": ev.endpoints,
         "load_figures": ev.load_figures,
@@ -86,4 +92,6 @@ def load_evidence(evidence_dir: Path, load_thresholds: Any = None) -> Evidence:
         load_figures=doc.get("load_figures"),
         load_thresholds=load_thresholds,
         doc_acls=doc.get("doc_acls") or {},
+        audit_origin=doc.get("audit_origin"),
+        audit_error=doc.get("audit_error"),
     )

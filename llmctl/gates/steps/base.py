@@ -34,6 +34,8 @@ class VerifyOptions:
     update_baseline: bool = False
     eval_limit: int | None = None
     quality_workers: int = 2
+    url: str | None = None  # a gateway reached over the network (a deployed target)
+    token_command: str | None = None  # prints a token for {user} {groups} (identity.py)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmctl.gates import compliance, quality
 from llmctl.gates.askers import probe_questions
+from llmctl.gates.remote import RemoteStack
 from llmctl.gates.results import GateResult
 from llmctl.gates.steps.base import GateContext
 
@@ -43,9 +44,15 @@ def run(ctx: GateContext) -> GateResult:
         )
     responses_file = record_responses(ctx)
     load_result = ctx.evidence.load_result
+    audit_file, origin, error = stack.audit_file, None, None
+    if isinstance(stack, RemoteStack) and bp.requirements.audit.required:
+        audit_file, error = remote_audit(ctx, stack)
+        origin = stack.gateway_url
     ev = compliance.Evidence(
         responses_file=responses_file,
-        audit_file=stack.audit_file,
+        audit_file=audit_file,
+        audit_origin=origin,
+        audit_error=error,
         listeners=stack.listeners(),
         endpoints=stack.endpoints(),
         load_figures=load_result["figures"] if load_result else None,
@@ -55,6 +62,29 @@ def run(ctx: GateContext) -> GateResult:
     )
     compliance.save_evidence(ctx.evidence_dir, ev)
     return compliance.check_compliance(bp, ctx.target_spec, ev)
+
+
+def remote_audit(ctx: GateContext, stack: RemoteStack) -> tuple[Path | None, str | None]:
+    """This run's audit records read over the gateway as the blueprint's auditor, saved as
+    ``evidence/audit-records.jsonl`` (so they can be re-judged); or why they could not be."""
+    from llmctl.errors import LlmctlError
+    from llmctl.gates.remote import fetch_audit
+
+    group = ctx.bp.requirements.audit.auditor_group
+    if not group:
+        return None, (
+            "the blueprint names no requirements.audit.auditorGroup, so the remote audit trail "
+            "cannot be read; name one and deploy again"
+        )
+    ids = [str(r["request_id"]) for r in ctx.evidence.responses if r.get("request_id")]
+    ctx.say(NAME, f"reading {len(ids)} audit records from {stack.gateway_url}", None)
+    try:
+        records = fetch_audit(stack, ids, group)
+    except LlmctlError as exc:
+        return None, str(exc)
+    path = ctx.evidence_dir / "audit-records.jsonl"
+    compliance.write_responses(path, records)
+    return path, None
 
 
 def kubernetes_manifests(bp: Blueprint) -> dict[str, list[dict[str, Any]] | str]:

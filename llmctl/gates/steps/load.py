@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmctl.errors import LlmctlError
 from llmctl.gates import load
 from llmctl.gates.askers import identities_and_questions
 from llmctl.gates.results import GateResult
@@ -22,7 +23,12 @@ def run(ctx: GateContext) -> GateResult:
     stack = ctx.stack
     lg = ctx.thresholds.load
     ctx.say(NAME, f"{lg.users} users, spawn {lg.spawn_rate:g}/s, {lg.duration_s:g} s", 0.0)
-    identities, questions = identities_and_questions(ctx.bp, ctx.target, lg.users, stack.token_for)
+    try:
+        identities, questions = identities_and_questions(
+            ctx.bp, ctx.target, lg.users, stack.token_for
+        )
+    except LlmctlError as exc:  # a token source that fails: one line, the run goes on
+        return load.load_gate(None, lg, f"no tokens for the load users: {exc}")
     spec = load.LoadSpec(
         host=stack.gateway_url,
         users=lg.users,
