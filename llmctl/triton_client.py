@@ -204,11 +204,14 @@ async def with_deadline(call: Awaitable[T], timeout_s: float, what: str) -> T:
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
     except asyncio.CancelledError:
         task.cancel()
+        task.add_done_callback(_consume)
         raise
     if not done:
         task.cancel()
         task.add_done_callback(_consume)
         raise BackendTimeout(f"{what}: no answer within {timeout_s:g} s")
+    if task.cancelled():
+        raise BackendUnavailable(f"{what}: the call was cancelled")
     return task.result()
 
 

@@ -91,7 +91,9 @@ def test_immutable_sink_raises_and_recovers(tmp_path: Path) -> None:
         subprocess.run(["chattr", "-i", str(path)], check=True)
     log.write(_rec(4))
     log.close()
-    assert [r["request_id"] for r in read_records(path)] == ["r1", "r4"]
+    records = read_records(path)
+    assert [r["request_id"] for r in records[:2]] == ["r1", "r4"]
+    assert records[2]["outcome"] == "sink_recovered" and "2 write(s) failed" in records[2]["error"]
 
 
 def test_a_short_write_is_cut_off_so_only_whole_lines_remain(tmp_path: Path, monkeypatch) -> None:
@@ -109,7 +111,9 @@ def test_a_short_write_is_cut_off_so_only_whole_lines_remain(tmp_path: Path, mon
     monkeypatch.setattr(os, "write", real_write)
     log.write(_rec(3))
     log.close()
-    assert [r["request_id"] for r in read_records(path)] == ["r1", "r3"]
+    records = read_records(path)  # whole lines only; the outage leaves its own record
+    assert [r["request_id"] for r in records[:2]] == ["r1", "r3"]
+    assert [r["outcome"] for r in records[2:]] == ["sink_recovered"]
 
 
 # -- the archive and retention ------------------------------------------------------------------

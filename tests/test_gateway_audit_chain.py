@@ -144,3 +144,51 @@ def test_cli_audit_verify_passes_then_fails_with_exit_1(tmp_path: Path, monkeypa
     _rewrite(path, lambda lines: lines[:1] + lines[2:])
     bad = runner.invoke(app, ["audit", "verify", str(bp)])
     assert bad.exit_code == 1 and "audit trail broken" in bad.output
+
+
+def test_a_torn_last_line_is_cut_at_start_so_the_chain_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _trail(path, 3)
+    with open(path, "ab") as fh:
+        fh.write(b'{"request_id":"torn","ti')  # a crash mid-line
+    _trail(path, 2)
+    assert [r["request_id"] for r in read_records(path)] == ["r0", "r1", "r2", "r0", "r1"]
+    assert verify_trail(path).ok
+
+
+def test_numbered_files_from_before_the_archive_come_first(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    for n, first in ((2, 0), (1, 10)):  # the older scheme: .2 older than .1, no chain
+        lines = b"".join(_rec(first + i).to_line() for i in range(3))
+        (tmp_path / f"audit.jsonl.{n}").write_bytes(lines)
+    _trail(path, 30, max_bytes=1500)  # then an upgraded gateway rotates into the archive
+    names = [f.name for f in trail_files(path)]
+    assert names[:2] == ["audit.jsonl.2", "audit.jsonl.1"]
+    report = verify_trail(path)
+    assert report.ok and report.unchained == 6, report.problem
+
+
+def test_a_failed_fsync_is_never_reported_durable_to_lines_it_covered(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import errno
+    import os
+
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=10**9, backups=2, fsync=False)
+    log.write(_rec(1))
+    log.write(_rec(2))  # two lines written, neither synced yet (two threads, say)
+    real = os.fsync
+    calls = []
+
+    def failing_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_once)
+    with pytest.raises(OSError):
+        log._sync(1)  # noqa: SLF001 - the first writer's fsync covers both lines and fails
+    with pytest.raises(OSError, match="earlier fsync"):
+        log._sync(2)  # noqa: SLF001 - the second must not take a later 0 as durability
+    log.close()

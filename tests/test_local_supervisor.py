@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmctl.errors import StackError
-from llmctl.local.supervisor import ComponentSpec, Supervisor, free_port, pid_alive, port_in_use
+from llmctl.local.supervisor import ComponentSpec, Supervisor, free_port, pid_alive
 
 
 def _http_server(tmp_path: Path, port: int) -> ComponentSpec:
@@ -38,8 +38,19 @@ def test_start_health_stop(tmp_path):
     finally:
         assert sup.stop("web", timeout_s=10)
     assert not pid_alive(rec.pid)
-    assert not port_in_use(port)
+    assert not _listening(port)
     assert sup.records() == [] and sup.health("web").state == "stopped"
+
+
+def _listening(port: int) -> bool:
+    """A socket in LISTEN state on ``port`` (not merely bound: after the server is gone, the
+    kernel may hand the same number to some other test's outgoing connection)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                return True
+    return False
 
 
 def test_dead_component_is_reported(tmp_path):

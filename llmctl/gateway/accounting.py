@@ -3,8 +3,8 @@ its metrics and its one log line.
 
 Why one object per request with one exit: every request to ``/v1/*`` that reaches a handler must
 end with exactly one audit record and one ``requests`` metric increment, whatever its outcome.
-``RequestAccount.finish`` (and ``finish_now`` where the task is being cancelled) is the only place
-that does either, and it refuses to run twice, so the pipeline can call it on every path, the
+``RequestAccount.finish`` (awaited under a shielded cancel scope where the task is being
+cancelled) is the only place that does either, and it refuses to run twice, so the pipeline can call it on every path, the
 ``finally`` of a stream included, without counting anything twice.
 
 Logs carry counts and the request id, never text; the question's text reaches the audit record
@@ -32,7 +32,7 @@ from llmctl.gateway.questionkeys import question_fields
 log = logging.getLogger("llmctl.gateway")
 
 #: Outcomes that hand the caller an answer: with audit required, only after a durable record.
-ANSWERS = ("answered", "no_source")
+ANSWERS = ("answered", "no_source", "audit_read")
 
 
 class Pools(Protocol):
@@ -214,18 +214,6 @@ class RequestAccount:
         except AuditUnavailable:
             return self._settle(outcome, status, durable=False)
         return self._settle(outcome, status, durable=True)
-
-    def finish_now(self, outcome: str, status: int, error: str | None = None) -> None:
-        """Same, blocking: for paths where the task is being cancelled and cannot await."""
-        record = self._close(outcome, status, error)
-        if record is None:
-            return
-        try:
-            self.books.audit.write(record)
-        except AuditUnavailable:
-            self._settle(outcome, status, durable=False)
-            return
-        self._settle(outcome, status, durable=True)
 
 
 def audit_refusal(exc: AuditUnavailable) -> Refusal:

@@ -79,7 +79,7 @@ def open_audit(config: GatewayConfig) -> AuditLog:
             a.path,
             max_bytes=a.max_bytes,
             backups=a.backups,
-            fsync=a.fsync,
+            fsync=a.fsync or a.required,  # "durable" means on disk when audit is required
             retention_days=a.retention_days,
         )
     except OSError as exc:

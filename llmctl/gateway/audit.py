@@ -28,6 +28,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,30 @@ GENESIS = "0" * 64
 def line_hash(line: bytes) -> str:
     """The chain's link: SHA-256 of one whole line as written, newline included."""
     return hashlib.sha256(line).hexdigest()
+
+
+def _repair_tail(fd: int, path: Path) -> int:
+    """Cut a torn last line (a crash mid-write, a short write whose truncation failed) so the
+    next record starts a line of its own; returns the file's size."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return size
+    with open(path, "rb") as fh:  # the log's own descriptor is write-only
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return size
+        pos, keep = size, 0
+        while pos > 0:
+            step = min(65536, pos)
+            pos -= step
+            fh.seek(pos)
+            cut = fh.read(step).rfind(b"\n")
+            if cut >= 0:
+                keep = pos + cut + 1
+                break
+    os.ftruncate(fd, keep)
+    log.warning("audit log %s: cut a torn last line of %d bytes", path, size - keep)
+    return keep
 
 
 def last_line(path: Path) -> bytes | None:
@@ -149,12 +174,14 @@ class AuditLog:
         self._synced = 0
         self.failing: str | None = None  # why the last write failed; None while healthy
         self.failed_writes = 0  # since the sink last worked
+        self._failures = 0  # failure generation: a write recovers only what it saw fail
+        self._sync_failed_upto = 0  # lines a failed fsync covered: never reported durable
         self._failing_since = ""
         self._last_probe = float("-inf")
         self._compressor: threading.Thread | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
+        self._size = _repair_tail(self._fd, self.path)
         self.archive.recover()
         self._last = self._tail_hash()
 
@@ -177,6 +204,7 @@ class AuditLog:
         """
         rotated: Path | None = None
         with self._lock:
+            seen_failures = self._failures
             record.prev = self._last  # the chain: serialised by the lock, like the file itself
             line = record.to_line()
             try:
@@ -205,28 +233,29 @@ class AuditLog:
                     raise self._failed(exc) from exc
         if self.failing is not None:
             with self._lock:
-                self._recovered()
+                if self._failures == seen_failures:  # no newer failure than the one it saw
+                    self._recovered()
 
     def probe(self) -> tuple[bool, str]:
-        """(healthy, why not) for readiness; while failing, retries the sink (once a second)."""
+        """(healthy, why not) for readiness; while failing, retries the sink (once a second) by
+        writing the ``sink_recovered`` record on a fresh descriptor: healthy only if that
+        record is durable."""
         if self.failing is None:
             return True, ""
         now = time.monotonic()
         if now - self._last_probe < 1.0:
             return False, self.failing
         self._last_probe = now
-        marker = AuditRecord(
-            request_id=uuid.uuid4().hex,
-            time=utc_now_iso(),
-            endpoint="audit",
-            outcome="sink_recovered",
-            status=0,
-            error=f"{self.failed_writes} write(s) failed since {self._failing_since}",
-        )
-        try:
-            self.write(marker)
-        except AuditUnavailable:
-            return False, self.failing or "audit sink failing"
+        with self._lock:
+            if self.failing is None:
+                return True, ""
+            try:
+                self._reopen()
+            except OSError as exc:
+                self._failed(exc)
+                return False, self.failing or "audit sink failing"
+            if not self._recovered(require_marker=True):
+                return False, self.failing or "audit sink failing"
         return True, ""
 
     def _failed(self, exc: OSError) -> AuditUnavailable:
@@ -237,15 +266,54 @@ class AuditLog:
             log.error("audit sink %s failing: %s", self.path, reason)
         self.failing = f"audit sink {self.path}: {reason}"
         self.failed_writes += 1
+        self._failures += 1
         return AuditUnavailable(self.failing)
 
-    def _recovered(self) -> None:
-        if self.failing is not None:
-            log.warning(
-                "audit sink %s works again after %d failed write(s)", self.path, self.failed_writes
-            )
+    def _recovered(self, require_marker: bool = False) -> bool:
+        """Called with self._lock held. Leaves the failing state with a ``sink_recovered``
+        record that says how many writes failed. After a durable write of a request's record the
+        sink works, so the marker is best effort; for a probe, the marker is the test.
+        True: no longer failing."""
+        if self.failing is None:
+            return True
+        marker = AuditRecord(
+            request_id=uuid.uuid4().hex,
+            time=utc_now_iso(),
+            endpoint="audit",
+            outcome="sink_recovered",
+            status=0,
+            error=f"{self.failed_writes} write(s) failed since {self._failing_since}",
+            prev=self._last,
+        )
+        line = marker.to_line()
+        wrote = False
+        with self._sync_lock:
+            try:
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, self._size)
+                    raise OSError(errno.ENOSPC, "short write")
+                self._size += written
+                self._written += 1
+                self._last = line_hash(line)
+                if self._do_fsync:
+                    os.fsync(self._fd)
+                    self._synced = self._written
+                wrote = True
+            except OSError as exc:
+                if require_marker:
+                    self._failed(exc)
+                    return False
+        log.warning(
+            "audit sink %s works again after %d failed write(s)%s",
+            self.path,
+            self.failed_writes,
+            "" if wrote else " (its sink_recovered record could not be written)",
+        )
         self.failing = None
         self.failed_writes = 0
+        return True
 
     def _reopen(self) -> None:
         with self._sync_lock:
@@ -254,14 +322,22 @@ class AuditLog:
                     os.close(self._fd)
                 self._fd = -1
             self._fd = self._open()
-            self._size = os.fstat(self._fd).st_size
+            self._size = _repair_tail(self._fd, self.path)
 
     def _sync(self, mine: int) -> None:
         with self._sync_lock:
+            if mine <= self._sync_failed_upto:
+                # an fsync covering this line failed; Linux reports that once per file, so a
+                # later fsync saying 0 would not make it durable
+                raise OSError(errno.EIO, "an earlier fsync of this record failed")
             if self._synced >= mine:
                 return  # another thread's fsync already covered this line
             target = self._written  # every line counted here was written before this read
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                self._sync_failed_upto = max(self._sync_failed_upto, target)
+                raise
             self._synced = max(self._synced, target)
 
     def _rotate(self) -> Path:
@@ -323,8 +399,31 @@ def trail_files(path: str | os.PathLike[str]) -> list[Path]:
         return int(tail) if tail.isdigit() else -1
 
     legacy = sorted((f for f in p.parent.glob(p.name + ".*") if suffix(f) > 0), key=suffix)
-    files += list(reversed(legacy))
-    return files + ([p] if p.is_file() else [])
+    # the numbered files predate the archive (an upgraded gateway): oldest first, .N before .1
+    return list(reversed(legacy)) + files + ([p] if p.is_file() else [])
+
+
+def iter_trail(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every record of one trail, oldest first, one at a time (an audit read over years of
+    records must not hold them all). A file sealed away between listing and reading is read
+    from its new name; a line that does not parse (a torn tail) is skipped."""
+    seen: set[str] = set()
+    for _ in range(3):
+        try:
+            for f in trail_files(path):
+                stem = f.name.removesuffix(".gz")
+                if stem in seen:
+                    continue
+                opener = gzip.open if f.suffix == ".gz" else open
+                with opener(f, "rb") as fh:
+                    for line in fh:
+                        with contextlib.suppress(ValueError):
+                            yield json.loads(line)
+                if f != Path(path):
+                    seen.add(stem)
+            return
+        except FileNotFoundError:
+            continue  # rotated or sealed meanwhile: list again, skipping what was read
 
 
 def read_trail(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

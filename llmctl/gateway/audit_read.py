@@ -15,7 +15,7 @@ records are sent (503 when the sink cannot take it). Every error is JSON with an
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from llmctl.gateway.accounting import RequestAccount, audit_refusal
-from llmctl.gateway.audit import AuditUnavailable, read_trail
+from llmctl.gateway.audit import AuditUnavailable, iter_trail
 from llmctl.gateway.dialects import AskDialect
 from llmctl.gateway.pipeline import Gateway
 from llmctl.gateway.protocol import Refusal
@@ -54,10 +54,10 @@ async def serve_audit_read(gw: Gateway, request: Request, dialect: AskDialect) -
         await gw.authenticate(req, request)
         _authorize(gw, req, request)
         ids, since, until, limit = _query(request)
-        records = await anyio.to_thread.run_sync(
-            read_trail, gw.config.audit.path, limiter=gw.pools.audit
+        found = await anyio.to_thread.run_sync(
+            lambda: select_records(iter_trail(gw.config.audit.path), ids, since, until, limit),
+            limiter=gw.pools.audit_read,
         )
-        found = select_records(records, ids, since, until)
         if not await req.finish("audit_read", 200):
             raise audit_refusal(AuditUnavailable(gw.audit.failing or f"audit sink {gw.audit.path}"))
         body = {
@@ -146,14 +146,18 @@ def as_utc(value: str) -> datetime:
 
 
 def select_records(
-    records: Sequence[dict[str, Any]],
+    records: Iterable[dict[str, Any]],
     ids: set[str],
     since: datetime | None,
     until: datetime | None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Completion records (no ``stage: intent``) with one of ``ids`` and within the window."""
-    out = []
+    """Completion records (no ``stage: intent``) with one of ``ids`` and within the window;
+    with ``limit``, the scan stops at ``limit + 1`` matches (enough to say ``truncated``)."""
+    out: list[dict[str, Any]] = []
     for rec in records:
+        if limit is not None and len(out) > limit:
+            break
         if rec.get("stage") == "intent":
             continue
         if ids and str(rec.get("request_id")) not in ids:

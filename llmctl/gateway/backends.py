@@ -126,7 +126,7 @@ class IndexRetriever:
                 self.search, question, groups, top_k, limiter=self._threads
             )
         index = self._index or await anyio.to_thread.run_sync(
-            self._get_index, limiter=self._threads
+            self._get_index, limiter=self._threads, abandon_on_cancel=True
         )
         try:
             vectors = await aembed([question])
@@ -134,8 +134,15 @@ class IndexRetriever:
             raise
         except Exception as exc:
             raise BackendUnavailable(f"embedder: {type(exc).__name__}: {exc}") from exc
+        # abandonable: past the request's deadline it gets its 504 while the thread finishes
         return await anyio.to_thread.run_sync(
-            self._search, index, vectors[0], list(groups), top_k, limiter=self._threads
+            self._search,
+            index,
+            vectors[0],
+            list(groups),
+            top_k,
+            limiter=self._threads,
+            abandon_on_cancel=True,
         )
 
     async def aclose(self) -> None:

@@ -75,9 +75,17 @@ class Gateway:
     def __post_init__(self) -> None:
         rl = self.config.rate_limit
         self.pools = Pools()
-        self.breaker = Breaker(self.llm.ready)
+        self.breaker = Breaker(self._backends_ready)
         self.breaker.on_change = lambda is_open: self.metrics.backend_open.set(int(is_open))
         self.guard = UnauthenticatedGuard(rl.unauthenticated_per_minute, rl.unauthenticated_burst)
+
+    async def _backends_ready(self) -> tuple[bool, str]:
+        """What the breaker probes: Triton's LLM and, where the retriever can say, its embedder."""
+        ok, detail = await self.llm.ready()
+        aready = getattr(self.retriever, "aready", None)
+        if ok and aready is not None:
+            ok, detail = await aready()
+        return ok, detail
 
     def index_hash(self) -> str:
         """The hash the opened index reports now (it follows ``llmctl ingest``), else the one
@@ -317,7 +325,8 @@ async def serve(gw: Gateway, request: Request, dialect: Dialect) -> Response:
         await req.finish(refusal.outcome, refusal.status, refusal.message)
         return _error(dialect, req, refusal)
     except (asyncio.CancelledError, anyio.get_cancelled_exc_class()):
-        req.finish_now("client_disconnected", 499)
+        with anyio.CancelScope(shield=True):  # the write runs in the audit's threads, not here
+            await req.finish("client_disconnected", 499)
         raise
     except Exception as exc:
         log.exception("request_id=%s internal error", req.request_id)
@@ -345,8 +354,23 @@ def _error(dialect: Dialect, req: RequestAccount, refusal: Refusal) -> JSONRespo
     )
 
 
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that always closes its body: when the client goes away while a send
+    is blocked, Starlette cancels the response and leaves the generator suspended, so its
+    ``finally`` (the completion record, the Triton stream) would wait for the garbage collector."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await close()
+
+
 def _event_stream(req: RequestAccount, events: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=_headers(req))
+    return _ClosingStream(events, media_type=SSE_MEDIA_TYPE, headers=_headers(req))
 
 
 async def _no_source_stream(dialect: Dialect, req: RequestAccount) -> AsyncIterator[bytes]:
@@ -359,7 +383,8 @@ async def _no_source_stream(dialect: Dialect, req: RequestAccount) -> AsyncItera
         for event in dialect.final(req.result(NO_SOURCE_ANSWER, "no_source")):
             yield event
     finally:
-        req.finish_now("client_disconnected", 499)  # no-op when already finished
+        with anyio.CancelScope(shield=True):  # no-op when already finished
+            await req.finish("client_disconnected", 499)
 
 
 async def _answer_stream(
@@ -391,6 +416,7 @@ async def _answer_stream(
         for event in dialect.final(req.result(answer, "answered")):
             yield event
     finally:
-        req.finish_now("client_disconnected", 499)
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            await deltas.aclose()  # type: ignore[attr-defined]
+        with anyio.CancelScope(shield=True):
+            await req.finish("client_disconnected", 499)
+            with contextlib.suppress(Exception):
+                await deltas.aclose()  # type: ignore[attr-defined]

@@ -42,6 +42,8 @@ class Pools:
     auth: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(8))
     index: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(16))
     probe: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(2))
+    # audit reads scan the trail (years of it): two at a time, never the writers' threads
+    audit_read: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(2))
 
 
 async def bounded(check: Check, timeout_s: float, what: str) -> tuple[bool, str]:
@@ -69,6 +71,7 @@ class Breaker:
         self.probe_every_s = probe_every_s
         self.reason: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._trips = 0  # a probe that started before the latest trip cannot close it
         self.on_change: Callable[[bool], None] = lambda is_open: None
 
     @property
@@ -80,6 +83,7 @@ class Breaker:
         if self.reason is None:
             self.on_change(True)
         self.reason = reason
+        self._trips += 1
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._probe_until_closed())
 
@@ -95,8 +99,9 @@ class Breaker:
     async def _probe_until_closed(self) -> None:
         while self.reason is not None:
             await asyncio.sleep(self.probe_every_s)
+            trips = self._trips
             ok, _ = await bounded(self._probe, self.probe_timeout_s, "probe")
-            if ok:
+            if ok and trips == self._trips:
                 self.close()
 
     async def aclose(self) -> None:
