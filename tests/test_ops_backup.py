@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from llmctl.blueprint import load_blueprint
 from llmctl.blueprint.model import Blueprint
 from llmctl.cli import app
+from llmctl.digest import sha256_file
 from llmctl.gateway.audit import AuditLog, AuditRecord, last_line, line_hash, read_trail
 from llmctl.gateway.questionkeys import ensure_question_keys
 from llmctl.ops import backup as ops
@@ -94,7 +95,7 @@ def test_backup_lists_every_file_with_its_hash_and_leaves_secrets_out(stack, tmp
     on_disk = {k for k in _files(dest) if k != "MANIFEST.json"}
     assert {f["path"] for f in manifest["files"]} == on_disk
     for f in manifest["files"]:
-        assert live_copy.sha256_file(dest / f["path"]) == f["sha256"]
+        assert sha256_file(dest / f["path"]) == f["sha256"]
         assert (dest / f["path"]).stat().st_size == f["bytes"]
     assert manifest["blueprint"] == {
         "name": "bk",

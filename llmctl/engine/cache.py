@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.digest import sha256_file
 from llmctl.errors import BuildError
 from llmctl.local.repository import DigestCache, cache_root
 
@@ -58,14 +58,6 @@ def engine_cache_root() -> Path:
 def digest_cache() -> DigestCache:
     """File digests remembered by (path, size, mtime), shared with the local target's cache."""
     return DigestCache(cache_root() / "file-digests.json")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hash_outputs(root: Path) -> dict[str, str]:

@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from llmctl.digest import sha256_file
+
 log = logging.getLogger("llmctl.gateway")
 
 MANIFEST = "MANIFEST.jsonl"
@@ -100,7 +102,7 @@ class AuditArchive:
         os.replace(tmp, gz)
         entry = {
             "file": gz.name,
-            "sha256": _sha256(gz),
+            "sha256": sha256_file(gz),
             "records": count,
             "first_time": first,
             "last_time": last,
@@ -220,7 +222,7 @@ class AuditArchive:
             p = self.dir / e["file"]
             if not p.is_file():
                 problems.append(f"{e['file']}: missing")
-            elif _sha256(p) != e["sha256"]:
+            elif sha256_file(p) != e["sha256"]:
                 problems.append(f"{e['file']}: sha256 differs from the manifest")
         return problems
 
@@ -230,14 +232,6 @@ def _record_time(line: bytes) -> str:
         return str(json.loads(line).get("time") or "")
     except ValueError:
         return ""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def retention_bytes(retention_days: int, records_per_day: int) -> int:

@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from llmctl import __version__
-from llmctl.ops.live_copy import BackupError, copy_audit, copy_index, sha256_file
+from llmctl.digest import sha256_file
+from llmctl.ops.live_copy import BackupError, copy_audit, copy_index
 from llmctl.state import StackState
 
 if TYPE_CHECKING:

@@ -16,7 +16,6 @@ copy never misses or doubles a rotated file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,14 +32,6 @@ _U64 = (1 << 64) - 1
 
 class BackupError(LlmctlError):
     """A backup cannot be written, or a restore refuses (the message names the file or folder)."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _copy_lines(src: Path, dst: Path) -> int:
@@ -98,20 +89,13 @@ def _copy_table(src: Path, dst: Path, version: int) -> None:
 def _table_hash(index_dir: Path, manifest: dict[str, Any]) -> str | None:
     """The content hash of the copied index as ``llmctl ingest`` computes it (None when the
     manifest predates the model id in its signature)."""
-    from llmctl.retrieval.index import ChunkIndex, content_hash
+    from llmctl.retrieval.index import ChunkIndex, table_content_hash
 
     model_id = str((manifest.get("signature") or {}).get("model_id") or "")
     if not model_id:
         return None
     index = ChunkIndex.open(index_dir, refresh_s=None)
-    fields = index.scan(["chunk_id", "chunk_hash", "acl"])
-    return content_hash(
-        fields.column("chunk_id").to_pylist(),
-        fields.column("chunk_hash").to_pylist(),
-        fields.column("acl").to_pylist(),
-        model_id,
-        index.dim,
-    )
+    return table_content_hash(index.scan(["chunk_id", "chunk_hash", "acl"]), model_id, index.dim)
 
 
 def copy_index(src: Path, dst: Path) -> dict[str, Any]:

@@ -130,6 +130,17 @@ def content_hash(
     return h.hexdigest()
 
 
+def table_content_hash(fields: Any, model_id: str, dim: int) -> str:
+    """``content_hash`` of an Arrow table holding ``chunk_id``, ``chunk_hash`` and ``acl``."""
+    return content_hash(
+        fields.column("chunk_id").to_pylist(),
+        fields.column("chunk_hash").to_pylist(),
+        fields.column("acl").to_pylist(),
+        model_id,
+        dim,
+    )
+
+
 def schema(dim: int) -> Any:
     import pyarrow as pa
 
@@ -414,13 +425,7 @@ class ChunkIndex:
         model_id = str((self.manifest().get("signature") or {}).get("model_id") or "")
         if not model_id:  # an index written before the signature held the model id
             return self.index_hash
-        return content_hash(
-            fields.column("chunk_id").to_pylist(),
-            fields.column("chunk_hash").to_pylist(),
-            fields.column("acl").to_pylist(),
-            model_id,
-            self.dim,
-        )
+        return table_content_hash(fields, model_id, self.dim)
 
     def search_served(
         self, vector: Sequence[float] | np.ndarray, groups: Iterable[str], top_k: int = 5

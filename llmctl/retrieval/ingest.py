@@ -42,7 +42,7 @@ from llmctl.retrieval.documents import (
     sources_from_blueprint,
 )
 from llmctl.retrieval.embedders import Embedder
-from llmctl.retrieval.index import INDEX_VERSION, ChunkIndex, content_hash, rows_to_table
+from llmctl.retrieval.index import INDEX_VERSION, ChunkIndex, rows_to_table, table_content_hash
 
 if TYPE_CHECKING:
     from llmctl.blueprint.model import Blueprint
@@ -99,14 +99,7 @@ class IngestReport:
 
 
 def compute_index_hash(index: ChunkIndex, model_id: str) -> str:
-    t = index.scan(["chunk_id", "chunk_hash", "acl"])
-    return content_hash(
-        t.column("chunk_id").to_pylist(),
-        t.column("chunk_hash").to_pylist(),
-        t.column("acl").to_pylist(),
-        model_id,
-        index.dim,
-    )
+    return table_content_hash(index.scan(["chunk_id", "chunk_hash", "acl"]), model_id, index.dim)
 
 
 def _rows(doc: Document, chunks: Sequence[Chunk]) -> list[dict[str, Any]]:
