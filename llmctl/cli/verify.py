@@ -68,7 +68,8 @@ def verify(
             junit=junit,
             update_baseline=update_baseline,
             eval_limit=eval_limit,
-            **remote,
+            url=remote["url"],
+            token_command=remote["token_command"],
         )
         print_json(result.to_dict())
     else:
@@ -121,7 +122,8 @@ def _with_progress(
             update_baseline=update,
             eval_limit=limit,
             on_progress=on_progress,
-            **remote,
+            url=remote["url"],
+            token_command=remote["token_command"],
         )
 
 

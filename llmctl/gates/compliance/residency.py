@@ -146,7 +146,9 @@ def egress_denied(manifests: Sequence[dict[str, Any]]) -> tuple[bool, str]:
 
 #: What a policy marked as Kubernetes API access may allow (stacks/backup.py renders the one).
 _API_PORTS = {443, 6443}
-_PRIVATE = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_PRIVATE = tuple(
+    ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
 
 
 def _kubernetes_api_only(policy: dict[str, Any]) -> bool:
@@ -174,6 +176,8 @@ def _kubernetes_api_only(policy: dict[str, Any]) -> bool:
                 net = ipaddress.ip_network(cidr) if cidr else None
             except ValueError:
                 return False
-            if net is None or not any(net.subnet_of(r) for r in _PRIVATE if net.version == 4):
+            if not isinstance(net, ipaddress.IPv4Network) or not any(
+                net.subnet_of(r) for r in _PRIVATE
+            ):
                 return False
     return True
