@@ -315,6 +315,21 @@ def test_the_verbs_through_the_cli(stack, tmp_path):
     assert "only directories" in str(text.exception)
 
 
+def test_restore_asks_only_after_the_backup_checked_out(stack, tmp_path):
+    bp, state = stack
+    assert runner.invoke(app, ["backup", str(bp.path), "--to", str(tmp_path / "bk")]).exit_code == 0
+    _wipe(state)
+    no = runner.invoke(app, ["restore", str(bp.path), "--from", str(tmp_path / "bk")], input="n\n")
+    assert "taken" in no.output and no.exit_code == 1  # asked, declined: nothing restored
+    assert not state.audit_file.exists()
+    manifest = json.loads((tmp_path / "bk" / "MANIFEST.json").read_text())
+    victim = tmp_path / "bk" / manifest["files"][0]["path"]
+    victim.write_bytes(victim.read_bytes() + b"x")
+    bad = runner.invoke(app, ["restore", str(bp.path), "--from", str(tmp_path / "bk")], input="y\n")
+    assert bad.exit_code == 1 and "taken" not in bad.output  # refused before any question
+    assert not state.audit_file.exists()
+
+
 def test_the_snapshot_job_creates_one_per_claim_and_keeps_the_newest(tmp_path):
     from llmctl.ops import snapshots
 

@@ -4,7 +4,7 @@ and config to a folder and back (``llmctl.ops.backup`` does the work and says wh
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -56,8 +56,11 @@ def restore(
     from llmctl.ops.backup import restore as run_restore
 
     bp = load_blueprint(blueprint)
-    if not yes:
-        if output is OutputFormat.json:
-            raise LlmctlError("--output json needs -y (there is no one to answer the question)")
-        typer.confirm(f"restore {source} into {bp.name} ({target})?", abort=True)
-    emit(run_restore(bp, target, source), output)
+    if not yes and output is OutputFormat.json:
+        raise LlmctlError("--output json needs -y (there is no one to answer the question)")
+
+    def ask(manifest: dict[str, Any]) -> None:  # after the hashes checked out, before writing
+        taken = manifest.get("created") or "?"
+        typer.confirm(f"restore {source} (taken {taken}) into {bp.name} ({target})?", abort=True)
+
+    emit(run_restore(bp, target, source, confirm=None if yes else ask), output)

@@ -41,7 +41,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -418,9 +418,14 @@ def restore(
     source: str,
     *,
     home: Path | None = None,
+    confirm: Callable[[dict[str, Any]], None] | None = None,
 ) -> RestoreResult:
     """Put a backup's index and audit trail (and secrets, when it holds them) into the stopped,
-    empty state folder of ``bp``'s ``target``, after every hash checked out."""
+    empty state folder of ``bp``'s ``target``, after every hash checked out.
+
+    ``confirm`` (the CLI's question) is called with the manifest once the backup has been
+    checked and the target found free, before anything is written: nobody is asked to confirm
+    a restore that would then be refused."""
     state = _local_state(bp, target, home)
     folder = local_folder(source)
     if not folder.is_dir():
@@ -440,6 +445,8 @@ def restore(
         )
     with_secrets = bool(manifest["secrets"]["files"])
     _refuse_busy(state, with_secrets)
+    if confirm is not None:
+        confirm(manifest)
     restored: list[str] = []
     with stack_lock(state):
         _refuse_busy(state, with_secrets)  # again, now that nothing else can start it
