@@ -18,13 +18,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_gateway_support import CORPUS, EchoLLM, ServerThread, build_index, make_config
+from test_gateway_support import (
+    CORPUS,
+    EchoLLM,
+    ServerThread,
+    audit_record,
+    build_index,
+    chattr_works,
+    make_config,
+)
 from test_gateway_support import in_process_retriever as _retriever
 
 from llmctl.gateway.app import create_app
 from llmctl.gateway.audit import (
     AuditLog,
-    AuditRecord,
     AuditUnavailable,
     read_records,
     read_trail,
@@ -33,25 +40,10 @@ from llmctl.gateway.audit import (
 from llmctl.gateway.audit_archive import AuditArchive, capacity_problem, retention_bytes
 from llmctl.gateway.config import RateLimitConfig
 
-
-def _rec(i: int, when: str = "") -> AuditRecord:
-    return AuditRecord(
-        request_id=f"r{i}",
-        time=when or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        endpoint="ask",
-        outcome="answered",
-        status=200,
-        subject=f"u{i}",
-    )
-
-
-def _chattr_works(path: Path) -> bool:
-    if os.geteuid() != 0 or shutil.which("chattr") is None:
-        return False
-    path.touch()
-    ok = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
-    subprocess.run(["chattr", "-i", str(path)], capture_output=True)
-    return ok
+NEEDS_CHATTR = pytest.mark.skipif(
+    not chattr_works(),
+    reason="chattr +i needs root on a filesystem with inode flags (CI runs as root)",
+)
 
 
 # -- a failing sink -----------------------------------------------------------------------------
@@ -62,34 +54,33 @@ def test_full_sink_raises_and_recovers_on_a_fresh_descriptor(tmp_path: Path) -> 
     path.symlink_to("/dev/full")
     log = AuditLog(path, max_bytes=10**9, backups=2)
     with pytest.raises(AuditUnavailable, match="No space left on device"):
-        log.write(_rec(1))
+        log.write(audit_record(1))
     assert log.failing and str(path) in log.failing
     assert log.probe()[0] is False
     path.unlink()  # the operator frees the disk: here, the sink becomes a real file again
     log._last_probe = float("-inf")  # noqa: SLF001 - skip the once-a-second throttle
     assert log.probe() == (True, "")
-    log.write(_rec(2))
+    log.write(audit_record(2))
     log.close()
     records = read_records(path)
     assert [r["outcome"] for r in records] == ["sink_recovered", "answered"]
     assert "write(s) failed" in records[0]["error"]
 
 
+@NEEDS_CHATTR
 def test_immutable_sink_raises_and_recovers(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    if not _chattr_works(tmp_path / "probe"):
-        pytest.skip("chattr +i needs root on a filesystem with inode flags (CI runs as root)")
     log = AuditLog(path, max_bytes=10**9, backups=2)
-    log.write(_rec(1))
+    log.write(audit_record(1))
     subprocess.run(["chattr", "+i", str(path)], check=True)
     try:
         with pytest.raises(AuditUnavailable, match="Operation not permitted"):
-            log.write(_rec(2))
+            log.write(audit_record(2))
         with pytest.raises(AuditUnavailable):  # the retry on a fresh descriptor fails too
-            log.write(_rec(3))
+            log.write(audit_record(3))
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
-    log.write(_rec(4))
+    log.write(audit_record(4))
     log.close()
     records = read_records(path)
     assert [r["request_id"] for r in records[:2]] == ["r1", "r4"]
@@ -99,7 +90,7 @@ def test_immutable_sink_raises_and_recovers(tmp_path: Path) -> None:
 def test_a_short_write_is_cut_off_so_only_whole_lines_remain(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, max_bytes=10**9, backups=2)
-    log.write(_rec(1))
+    log.write(audit_record(1))
     real_write = os.write
 
     def half(fd: int, data: bytes) -> int:  # what a disk filling mid-line does
@@ -107,9 +98,9 @@ def test_a_short_write_is_cut_off_so_only_whole_lines_remain(tmp_path: Path, mon
 
     monkeypatch.setattr(os, "write", half)
     with pytest.raises(AuditUnavailable, match="short write"):
-        log.write(_rec(2))
+        log.write(audit_record(2))
     monkeypatch.setattr(os, "write", real_write)
-    log.write(_rec(3))
+    log.write(audit_record(3))
     log.close()
     records = read_records(path)  # whole lines only; the outage leaves its own record
     assert [r["request_id"] for r in records[:2]] == ["r1", "r3"]
@@ -123,7 +114,7 @@ def test_rotation_seals_files_with_a_manifest_of_hashes(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, max_bytes=1500, backups=2)
     for i in range(60):
-        log.write(_rec(i))
+        log.write(audit_record(i))
     log.close()
     archive = AuditArchive(path)
     lines = [json.loads(ln) for ln in archive.manifest.read_text().splitlines()]
@@ -145,9 +136,9 @@ def test_retention_never_deletes_records_younger_than_it(tmp_path: Path) -> None
     old = (datetime.now(UTC) - timedelta(days=40)).isoformat().replace("+00:00", "Z")
     log = AuditLog(path, max_bytes=1500, backups=1, retention_days=30)
     for i in range(30):  # well past `backups` rotations of records older than the retention
-        log.write(_rec(i, old))
+        log.write(audit_record(i, old))
     for i in range(30, 90):  # then many more rotations of records within it
-        log.write(_rec(i))
+        log.write(audit_record(i))
     log.close()
     kept = {r["request_id"] for r in read_trail(path)}
     assert {f"r{i}" for i in range(30, 90)} <= kept  # every record within retention is kept
@@ -161,7 +152,7 @@ def test_a_file_left_unsealed_by_a_crash_is_sealed_at_the_next_start(tmp_path: P
     archive = AuditArchive(path)
     archive.dir.mkdir()
     raw = archive.dir / "audit-20260101T000000000000Z.jsonl"
-    raw.write_bytes(_rec(7).to_line())
+    raw.write_bytes(audit_record(7).to_line())
     AuditLog(path, max_bytes=10**9, backups=2).close()
     assert not raw.exists() and [p.name for p in trail_files(path)][0] == raw.name + ".gz"
     assert [r["request_id"] for r in read_trail(path)] == ["r7"]

@@ -9,26 +9,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_gateway_support import audit_record
 
-from llmctl.gateway.audit import GENESIS, AuditLog, AuditRecord, read_records, trail_files
+from llmctl.gateway.audit import GENESIS, AuditLog, read_records, trail_files
 from llmctl.gateway.audit_chain import verify_trail
-
-
-def _rec(i: int, when: str = "") -> AuditRecord:
-    return AuditRecord(
-        request_id=f"r{i}",
-        time=when or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        endpoint="ask",
-        outcome="answered",
-        status=200,
-        subject=f"u{i}",
-    )
 
 
 def _trail(path: Path, n: int, max_bytes: int = 10**9, **kw) -> None:
     log = AuditLog(path, max_bytes=max_bytes, backups=100, **kw)
     for i in range(n):
-        log.write(_rec(i))
+        log.write(audit_record(i))
     log.close()
 
 
@@ -36,7 +26,7 @@ def test_an_untouched_trail_verifies_across_rotation_and_restarts(tmp_path: Path
     path = tmp_path / "audit.jsonl"
     _trail(path, 30, max_bytes=1500)
     log = AuditLog(path, max_bytes=1500, backups=100)  # a restart continues the chain
-    log.write(_rec(99))
+    log.write(audit_record(99))
     log.close()
     assert len(trail_files(path)) > 3
     report = verify_trail(path)
@@ -106,9 +96,9 @@ def test_retention_deletes_files_and_the_chain_still_verifies(tmp_path: Path) ->
     old = (datetime.now(UTC) - timedelta(days=40)).isoformat().replace("+00:00", "Z")
     log = AuditLog(path, max_bytes=1500, backups=1, retention_days=30)
     for i in range(30):
-        log.write(_rec(i, old))
+        log.write(audit_record(i, old))
     for i in range(30, 60):
-        log.write(_rec(i))
+        log.write(audit_record(i))
     log.close()
     assert read_records(trail_files(path)[0])[0]["prev"] != GENESIS  # its predecessor is gone
     assert verify_trail(path).ok
@@ -117,7 +107,7 @@ def test_retention_deletes_files_and_the_chain_still_verifies(tmp_path: Path) ->
 @pytest.mark.parametrize("legacy", [2])
 def test_records_from_before_the_chain_are_counted_not_failed(tmp_path: Path, legacy) -> None:
     path = tmp_path / "audit.jsonl"
-    path.write_bytes(b"".join(_rec(100 + i).to_line() for i in range(legacy)))  # no prev
+    path.write_bytes(b"".join(audit_record(100 + i).to_line() for i in range(legacy)))  # no prev
     _trail(path, 3)
     report = verify_trail(path)
     assert report.ok and report.unchained == legacy and report.records == legacy + 3
@@ -159,7 +149,7 @@ def test_a_torn_last_line_is_cut_at_start_so_the_chain_goes_on(tmp_path: Path) -
 def test_numbered_files_from_before_the_archive_come_first(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     for n, first in ((2, 0), (1, 10)):  # the older scheme: .2 older than .1, no chain
-        lines = b"".join(_rec(first + i).to_line() for i in range(3))
+        lines = b"".join(audit_record(first + i).to_line() for i in range(3))
         (tmp_path / f"audit.jsonl.{n}").write_bytes(lines)
     _trail(path, 30, max_bytes=1500)  # then an upgraded gateway rotates into the archive
     names = [f.name for f in trail_files(path)]
@@ -175,8 +165,8 @@ def test_a_failed_fsync_is_never_reported_durable_to_lines_it_covered(
     import os
 
     log = AuditLog(tmp_path / "audit.jsonl", max_bytes=10**9, backups=2, fsync=False)
-    log.write(_rec(1))
-    log.write(_rec(2))  # two lines written, neither synced yet (two threads, say)
+    log.write(audit_record(1))
+    log.write(audit_record(2))  # two lines written, neither synced yet (two threads, say)
     real = os.fsync
     calls = []
 

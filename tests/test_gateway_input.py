@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_gateway_support import EchoLLM, ServerThread, make_config, token
+from test_gateway_support import LEAVE_HIT, EchoLLM, ServerThread, make_config, token
 
 from llmctl.gateway.app import create_app
 from llmctl.gateway.audit import read_records
@@ -28,16 +28,7 @@ from llmctl.gateway.config import LimitsConfig
 from llmctl.gateway.tokens import LlamaCppCounter
 from llmctl.local.spec import default_gguf
 
-HIT = {
-    "doc_id": "hr/leave",
-    "chunk_id": "hr/leave#0",
-    "title": "Parental leave",
-    "heading": "Entitlement",
-    "path": "hr/leave.md",
-    "text": "Employees get twenty weeks of paid parental leave.",
-    "score": 0.9,
-    "chunk_hash": "h1",
-}
+HIT = LEAVE_HIT
 
 
 class CountingHits:

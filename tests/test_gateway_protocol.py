@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from pydantic import field_validator
-from test_gateway_support import EchoLLM, ServerThread, closed_port, make_config, token
+from test_gateway_support import LEAVE_HIT, EchoLLM, ServerThread, closed_port, make_config, token
 
 from llmctl.errors import LlmctlError
 from llmctl.gateway import protocol
@@ -330,17 +330,7 @@ def test_openai_dialect_shapes() -> None:
 # -- the client against the real app ------------------------------------------------------------
 
 HITS = (
-    {
-        "doc_id": "hr/leave",
-        "chunk_id": "hr/leave#0",
-        "title": "Parental leave",
-        "heading": "Entitlement",
-        "path": "hr/leave.md",
-        "text": "Employees get twenty weeks of paid parental leave.",
-        "score": 0.9,
-        "chunk_hash": "h1",
-        "acl": ("hr",),
-    },
+    LEAVE_HIT,
     {
         "doc_id": "fin/limits",
         "chunk_id": "fin/limits#0",

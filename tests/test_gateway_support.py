@@ -225,3 +225,49 @@ class EchoLLM:
 
     async def aclose(self) -> None:
         return None
+
+
+#: One retrieved chunk readable by group "hr": what the fake retrievers of the HTTP tests return.
+LEAVE_HIT: dict[str, Any] = {
+    "doc_id": "hr/leave",
+    "chunk_id": "hr/leave#0",
+    "title": "Parental leave",
+    "heading": "Entitlement",
+    "path": "hr/leave.md",
+    "text": "Employees get twenty weeks of paid parental leave.",
+    "score": 0.9,
+    "chunk_hash": "h1",
+    "acl": ("hr",),
+}
+
+
+def audit_record(i: int, when: str = "") -> Any:
+    """An audit record ``r<i>`` of subject ``u<i>``, timed ``when`` (default: now)."""
+    from datetime import UTC, datetime
+
+    from llmctl.gateway.audit import AuditRecord
+
+    return AuditRecord(
+        request_id=f"r{i}",
+        time=when or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        endpoint="ask",
+        outcome="answered",
+        status=200,
+        subject=f"u{i}",
+    )
+
+
+def chattr_works() -> bool:
+    """Whether ``chattr +i`` can make a file immutable here (root, and a filesystem with inode
+    flags): the real "audit sink unwritable" fault. Probed once on a scratch file."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        return False
+    with tempfile.NamedTemporaryFile() as probe:
+        ok = subprocess.run(["chattr", "+i", probe.name], capture_output=True).returncode == 0
+        subprocess.run(["chattr", "-i", probe.name], capture_output=True)
+    return ok

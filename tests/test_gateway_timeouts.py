@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_gateway_support import EchoLLM, ServerThread, make_config, token
+from test_gateway_support import LEAVE_HIT, EchoLLM, ServerThread, make_config, token
 
 from llmctl.gateway.app import create_app
 from llmctl.gateway.audit import read_records
@@ -29,17 +29,7 @@ HEADER_S = 1.0
 BODY_S = 0.5
 BOUND = 20  # x the configured timeout: how long a test waits for the server to close
 
-HIT = {
-    "doc_id": "hr/leave",
-    "chunk_id": "hr/leave#0",
-    "title": "Parental leave",
-    "heading": "Entitlement",
-    "path": "hr/leave.md",
-    "text": "Employees get twenty weeks of paid parental leave.",
-    "score": 0.9,
-    "chunk_hash": "h1",
-    "acl": ("hr",),
-}
+HIT = LEAVE_HIT
 
 
 class OneHit:
