@@ -112,3 +112,45 @@ def test_list_gpus_json(run):
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in json.loads(done.stdout)}
     assert len(rows) >= 12 and rows["H100-SXM-80GB"]["price_per_hour"] == 2.5
+
+
+def test_expert_parallel_nvfp4_configuration_json(run):
+    done = run(
+        "--model", "deepseek-ai/DeepSeek-R1-0528", "--gpu", "b200", "--precision", "fp4",
+        "--tp", "8", "--ep", "8", "--isl", "1024", "--osl", "1024", "--output", "json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    assert (d["tp"], d["ep"], d["backend"], d["fits"]) == (8, 8, "pytorch", True)
+    assert d["throughput_tokens_per_s"] > 0
+
+
+def test_unknown_backend_is_one_line_and_exit_1(run):
+    done = run("--model", "llama-3.1-8b", "--gpu", "h100", "--backend", "onnx")
+    assert done.returncode == 1
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unknown backend 'onnx'" in lines[0]
+
+
+def test_blueprint_plan_json_carries_the_growth_plan(run):
+    done = run(str(ROOT / "blueprints" / "support-chatbot.yaml"), "--output", "json")
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    assert [g["name"] for g in d["growth"]] == ["phase-2", "phase-3"]
+    assert d["request"]["peak_concurrency"] < 100  # requests in flight, not people online
+
+
+def test_rps_open_loop_json_fields(run):
+    args = ["--model", "meta-llama/Llama-3.3-70B-Instruct", "--gpu", "H100", "--precision", "fp8"]
+    args += ["--tp", "2", "--isl", "5000", "--osl", "500"]
+    res = run(*args, "--rps", "1", "--output", "json")
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    for key in ("ttft_ms", "ttft_p95_ms", "tpot_ms", "latency_ms", "latency_p95_ms"):
+        assert d[key] > 0
+    assert d["rate_per_s"] == 1.0 and d["in_flight"] > 1
+    assert d["ttft_p95_ms"] > d["ttft_ms"] and d["latency_p95_ms"] > d["latency_ms"]
+    text = run(*args, "--rps", "1")
+    assert text.returncode == 0 and "Little's law" in text.stdout
+    both = run(*args, "--rps", "1", "--concurrency", "4")
+    assert both.returncode == 1 and len(both.stderr.strip().splitlines()) == 1

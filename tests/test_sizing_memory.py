@@ -122,8 +122,10 @@ def test_context_window_and_precision_support_are_reasons():
     assert not fit.fits and "context window of 8192" in fit.reason
     fit = check_fit(smol, get_gpu("a100"), "fp8", 1, 100, 100)
     assert not fit.fits and "does not support fp8" in fit.reason
+    fit = check_fit(smol, get_gpu("a100"), "fp4", 1, 100, 100)  # NVFP4 needs Blackwell
+    assert not fit.fits and "does not support fp4" in fit.reason
     with pytest.raises(SizingError, match="unknown precision"):
-        check_fit(smol, get_gpu("a100"), "fp4", 1, 100, 100)
+        check_fit(smol, get_gpu("a100"), "fp2", 1, 100, 100)
 
 
 def _gqa(kv_heads: int, heads: int = 32) -> Architecture:

@@ -104,11 +104,18 @@ def test_moe_reads_only_the_routed_experts_at_small_batch():
     assert _expert_fraction(arch, 1) == pytest.approx(0.25)
     assert _expert_fraction(arch, 64) == pytest.approx(1.0, abs=1e-3)
     e = _engine(arch, get_gpu("h100"), "fp8", 1)
-    assert e.flops_per_token == pytest.approx(2 * arch.active_block_params)
-    dense_same_size = load_architecture("llama-3.1-70b")
-    moe = estimate(arch, get_gpu("h200"), "fp8", 1, 128, 128, concurrency=1)
-    dense = estimate(dense_same_size, get_gpu("h200"), "fp8", 1, 128, 128, concurrency=1)
-    assert moe.tpot_ms < 0.5 * dense.tpot_ms
+    assert e.flops_per_token + e.expert_flops_per_token == pytest.approx(
+        2 * arch.active_block_params
+    )
+    # One token reads the dense part and 2 of 8 experts: about a third of the weights.
+    read = e.dense_bytes + e.expert_bytes * _expert_fraction(arch, 1)
+    assert read < 0.35 * (e.dense_bytes + e.expert_bytes)
+    dense_bigger = load_architecture("llama-3.1-70b")
+    for backend in ("tensorrt", "pytorch"):
+        moe = estimate(arch, get_gpu("h200"), "fp8", 1, 128, 128, 1, backend=backend)
+        dense = estimate(dense_bigger, get_gpu("h200"), "fp8", 1, 128, 128, 1, backend=backend)
+        # The PyTorch fit also charges grouped-GEMM tile padding for every touched expert.
+        assert moe.tpot_ms < (0.5 if backend == "tensorrt" else 0.7) * dense.tpot_ms
 
 
 @needs_calibration

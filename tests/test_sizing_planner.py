@@ -172,7 +172,13 @@ def _blueprint(**over):
     bp = SimpleNamespace(
         requirements=SimpleNamespace(
             users=SimpleNamespace(
-                total=4000, peak_concurrent=64, requests_per_day=1, growth_factor=2
+                total=4000,
+                peak_concurrent=64,
+                requests_per_day=1,
+                growth_factor=2,
+                concurrent=None,
+                peak_hour_share=0.1,
+                growth=(),
             ),
             slo=SimpleNamespace(ttft_p95_ms=1500, latency_p95_ms=10000),
         ),

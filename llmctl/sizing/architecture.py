@@ -40,13 +40,73 @@ class Architecture:
     attention_bias: bool = False
     gated_mlp: bool = True
     model_type: str = "llama"
+    # Layers whose MLP is dense (DeepSeek's first_k_dense_replace, Llama-4 Maverick's interleaved
+    # dense layers) and that MLP's width; shared experts every MoE layer runs (total width).
+    dense_layers: int = 0
+    dense_intermediate_size: int = 0
+    shared_expert_size: int = 0
+    # Multi-head latent attention (DeepSeek-V3/R1): the KV cache holds one compressed latent of
+    # kv_lora_rank + qk_rope_head_dim per token and layer, whatever the TP.
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    # Layers that attend to a bounded window (gpt-oss sliding window, Llama-4 chunked attention):
+    # their KV cache per sequence stops growing at ``window`` tokens.
+    window_layers: int = 0
+    window: int = 0
+    # Bytes per expert weight of a checkpoint published pre-quantised (gpt-oss: MXFP4 experts,
+    # 4 bits + one 8-bit scale per 32 = 4.25 bits); serving never widens them. 0: not fixed.
+    expert_weight_bytes: float = 0.0
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1
 
     @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layers(self) -> int:
+        return self.num_layers - self.dense_layers if self.is_moe else 0
+
+    @property
+    def full_attention_layers(self) -> int:
+        return self.num_layers - self.window_layers
+
+    def kv_context(self, tokens: float) -> float:
+        """KV entries a ``tokens``-long sequence holds, counted in full-attention-layer tokens
+        (the unit ``memory.kv_bytes_per_token`` prices): windowed layers stop at the window."""
+        if not self.window_layers:
+            return tokens
+        return tokens + self.window_layers / self.full_attention_layers * min(tokens, self.window)
+
+    @property
+    def kv_factor(self) -> int:
+        """Cached vectors per KV head and token: K and V, or MLA's one latent."""
+        return 1 if self.is_mla else 2
+
+    @property
+    def attention_head_dim(self) -> float:
+        """Mean of the QK and V head widths: what prefill's attention FLOPs scale with."""
+        if self.is_mla:
+            return (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim) / 2
+        return float(self.head_dim)
+
+    @property
     def attention_params_per_layer(self) -> int:
+        if self.is_mla:
+            h, heads = self.hidden_size, self.num_heads
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            if self.q_lora_rank:
+                q = h * self.q_lora_rank + self.q_lora_rank * heads * qk
+            else:
+                q = h * heads * qk
+            kv = h * (self.kv_lora_rank + self.qk_rope_head_dim)
+            kv += self.kv_lora_rank * heads * (self.qk_nope_head_dim + self.v_head_dim)
+            return q + kv + heads * self.v_head_dim * h
         q = self.hidden_size * self.num_heads * self.head_dim
         kv = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
         o = self.num_heads * self.head_dim * self.hidden_size
@@ -75,16 +135,23 @@ class Architecture:
 
     @property
     def router_params(self) -> int:
-        return self.num_layers * self.hidden_size * self.num_experts if self.is_moe else 0
+        return self.moe_layers * self.hidden_size * self.num_experts
 
     @property
     def dense_linear_params(self) -> int:
-        """Quantisable linear weights outside the experts (attention projections)."""
-        return self.num_layers * self.attention_params_per_layer
+        """Quantisable linear weights every token runs through: attention projections, dense
+        MLP layers of a MoE model, shared experts (the whole MLP of a dense model)."""
+        mats = 3 if self.gated_mlp else 2
+        params = self.num_layers * self.attention_params_per_layer
+        if not self.is_moe:
+            return params + self.num_layers * self.expert_params
+        params += self.dense_layers * mats * self.hidden_size * self.dense_intermediate_size
+        return params + self.moe_layers * mats * self.hidden_size * self.shared_expert_size
 
     @property
     def total_expert_params(self) -> int:
-        return self.num_layers * self.num_experts * self.expert_params
+        """Routed experts' weights (zero for a dense model, whose MLP is dense_linear)."""
+        return self.moe_layers * self.num_experts * self.expert_params
 
     @property
     def total_params(self) -> int:
@@ -100,7 +167,7 @@ class Architecture:
     @property
     def active_params(self) -> int:
         """Parameters touched per token: MoE routes each token through ``experts_per_token``."""
-        active_experts = self.num_layers * self.experts_per_token * self.expert_params
+        active_experts = self.moe_layers * self.experts_per_token * self.expert_params
         return (
             self.dense_linear_params
             + active_experts
@@ -114,7 +181,7 @@ class Architecture:
     def active_block_params(self) -> int:
         """Active parameters inside the transformer blocks: what every token multiplies by."""
         return (
-            self.dense_linear_params + self.num_layers * self.experts_per_token * self.expert_params
+            self.dense_linear_params + self.moe_layers * self.experts_per_token * self.expert_params
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +197,8 @@ class Architecture:
             "total_params": self.total_params,
             "active_params": self.active_params,
             "max_position_embeddings": self.max_position_embeddings,
+            "attention": "mla" if self.is_mla else "gqa",
+            "window_layers": self.window_layers,
         }
 
 
@@ -152,23 +221,30 @@ def architecture_from_config(config: dict[str, Any], name: str = "model") -> Arc
     kv_heads = int(cfg.get("num_key_value_heads") or heads)
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     model_type = str(cfg.get("model_type", "llama"))
-    intermediate = int(
-        cfg.get("intermediate_size")
-        or cfg.get("moe_intermediate_size")
-        or cfg.get("n_inner")
-        or 4 * hidden
+    experts = int(
+        cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 1
     )
-    experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1)
     per_token = int(cfg.get("num_experts_per_tok") or (1 if experts == 1 else 2))
+    dense_width = int(cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden)
+    # A MoE expert's width: moe_intermediate_size where the config has one (Qwen3-MoE, DeepSeek),
+    # else intermediate_size (Mixtral, Llama-4, gpt-oss).
+    expert_width = (
+        int(cfg.get("moe_intermediate_size") or dense_width) if experts > 1 else dense_width
+    )
+    dense_layers, dense_mlp, shared = _moe_layout(cfg, experts, layers, dense_width, expert_width)
     bias = bool(cfg.get("attention_bias", model_type in {"qwen2", "qwen2_moe"}))
+    window_layers, window = _windowed_layers(cfg, layers)
+    mla = int(cfg.get("kv_lora_rank") or 0)
     return Architecture(
         name=name,
         num_layers=layers,
         hidden_size=hidden,
         num_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        intermediate_size=intermediate,
+        num_kv_heads=1 if mla else kv_heads,
+        head_dim=int(cfg.get("kv_lora_rank", 0)) + int(cfg.get("qk_rope_head_dim", 0))
+        if mla
+        else head_dim,
+        intermediate_size=expert_width,
         vocab_size=vocab,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         max_position_embeddings=int(
@@ -179,7 +255,58 @@ def architecture_from_config(config: dict[str, Any], name: str = "model") -> Arc
         attention_bias=bias,
         gated_mlp=model_type not in _UNGATED,
         model_type=model_type,
+        dense_layers=dense_layers,
+        dense_intermediate_size=dense_mlp,
+        shared_expert_size=shared,
+        kv_lora_rank=mla,
+        q_lora_rank=int(cfg.get("q_lora_rank") or 0),
+        qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0) if mla else 0,
+        qk_nope_head_dim=int(cfg.get("qk_nope_head_dim") or 0) if mla else 0,
+        v_head_dim=int(cfg.get("v_head_dim") or 0) if mla else 0,
+        window_layers=window_layers,
+        window=window,
+        expert_weight_bytes=_native_expert_bytes(cfg),
     )
+
+
+def _native_expert_bytes(cfg: dict[str, Any]) -> float:
+    """Bytes per expert weight fixed by the checkpoint's own quantisation (MXFP4), else 0."""
+    quant = cfg.get("quantization_config") or {}
+    if str(quant.get("quant_method", "")).lower() == "mxfp4":
+        return 0.5 + 1 / 32
+    return 0.0
+
+
+def _moe_layout(
+    cfg: dict[str, Any], experts: int, layers: int, dense_width: int, expert_width: int
+) -> tuple[int, int, int]:
+    """(dense MLP layers, their width, shared-expert width per MoE layer) of a MoE config."""
+    if experts <= 1:
+        return 0, 0, 0
+    dense = int(cfg.get("first_k_dense_replace") or 0)  # DeepSeek-V3/R1
+    step = int(cfg.get("interleave_moe_layer_step") or 1)  # Llama-4: every step-th layer is MoE
+    if step > 1:
+        dense = layers - layers // step
+    dense += len(cfg.get("mlp_only_layers") or ())  # Qwen-MoE
+    dense_mlp = int(cfg.get("intermediate_size_mlp") or dense_width)
+    shared = int(cfg.get("n_shared_experts") or 0) * expert_width
+    shared += int(cfg.get("shared_expert_intermediate_size") or 0)
+    if str(cfg.get("model_type", "")).startswith("llama4"):
+        shared = expert_width  # Llama-4: one shared expert of the routed experts' width
+    return dense, dense_mlp, shared
+
+
+def _windowed_layers(cfg: dict[str, Any], layers: int) -> tuple[int, int]:
+    """(layers attending to a bounded window, the window) for sliding or chunked attention."""
+    types = cfg.get("layer_types")
+    window = int(cfg.get("sliding_window") or 0)
+    if types and window:  # gpt-oss: alternating sliding_attention / full_attention
+        return sum(1 for t in types if "sliding" in str(t)), window
+    chunk = int(cfg.get("attention_chunk_size") or 0)
+    rope = cfg.get("no_rope_layers")  # Llama-4: 1 = RoPE layer with chunked attention
+    if chunk and rope:
+        return sum(1 for r in rope if r), chunk
+    return 0, 0
 
 
 def _catalogue_lookup(model: str) -> Architecture | None:
@@ -234,5 +361,6 @@ def load_architecture(model: str) -> Architecture:
 
 
 def kv_heads_per_gpu(arch: Architecture, tp: int) -> int:
-    """KV heads each GPU stores: TP beyond the KV-head count replicates heads (at least one)."""
+    """KV heads each GPU stores: TP beyond the KV-head count replicates heads (at least one);
+    MLA's single latent is replicated on every GPU of the group."""
     return max(1, math.ceil(arch.num_kv_heads / tp))

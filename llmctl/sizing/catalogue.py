@@ -12,13 +12,14 @@ from dataclasses import dataclass, field, replace
 from llmctl.errors import SizingError
 from llmctl.sizing._data import load_data
 
-PRECISIONS: tuple[str, ...] = ("fp16", "bf16", "fp8", "int8_wo", "int4_awq")
+PRECISIONS: tuple[str, ...] = ("fp16", "bf16", "fp8", "fp4", "int8_wo", "int4_awq")
 
 # GEMM rate a precision runs at: weight-only quantisation dequantises to 16-bit before the MMA.
 COMPUTE_DTYPE = {
     "fp16": "fp16",
     "bf16": "fp16",
     "fp8": "fp8",
+    "fp4": "fp4",  # NVFP4 (Blackwell): FP4 weights and activations, FP4 tensor cores
     "int8_wo": "fp16",
     "int4_awq": "fp16",
 }

@@ -77,7 +77,15 @@ def render_estimate(est: Estimate) -> None:
     from rich.table import Table
 
     console = _console()
-    title = f"{est.model} on {est.tp} x {est.gpu} at {est.precision}, {est.isl}+{est.osl} tokens"
+    layout = (
+        f"TP{est.tp}"
+        + (f" PP{est.pp}" if est.pp > 1 else "")
+        + (f" EP{est.ep}" if est.ep > 1 else "")
+    )
+    title = (
+        f"{est.model} on {est.tp * est.pp} x {est.gpu} ({layout}) at {est.precision}, "
+        f"{est.isl}+{est.osl} tokens, TensorRT-LLM {est.backend} backend"
+    )
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -93,7 +101,9 @@ def render_estimate(est: Estimate) -> None:
     table.add_row("KV bytes / token / GPU", f"{est.kv_bytes_per_token_per_gpu:,.0f}")
     table.add_row("KV cache tokens", f"{est.kv_cache_tokens:,}")
     table.add_row("max concurrent sequences", f"{est.max_concurrency:,}")
-    if est.fits:
+    if est.fits and est.rate_per_s is not None:
+        _rate_rows(table, est)
+    elif est.fits:
         load = (
             "saturated (max throughput)" if est.concurrency is None else f"{est.concurrency} users"
         )
@@ -106,23 +116,57 @@ def render_estimate(est: Estimate) -> None:
     console.print(table)
 
 
+def _rate_rows(table: Any, est: Estimate) -> None:
+    """An open-loop estimate: the arrival rate, what it settles at, or why it cannot."""
+    table.add_row("load", f"{est.rate_per_s:g} requests/s, Poisson arrivals (open loop)")
+    if est.reason is not None:
+        table.add_row("steady state", f"[red]none[/red]: {est.reason}")
+        return
+    table.add_row(
+        "requests in flight",
+        f"{est.in_flight:,.1f} on average = {est.rate_per_s:g}/s x {est.latency_ms / 1e3:,.2f} s "
+        "(Little's law)",
+    )
+    table.add_row("throughput", f"{est.throughput_tokens_per_s:,.0f} output tok/s")
+    table.add_row("TTFT mean / p95", f"{est.ttft_ms:,.1f} / {est.ttft_p95_ms:,.1f} ms")
+    table.add_row("TPOT (mean ITL)", f"{est.tpot_ms:,.2f} ms")
+    table.add_row("latency mean / p95", f"{est.latency_ms:,.0f} / {est.latency_p95_ms:,.0f} ms")
+    table.add_row("bound by", est.bound)
+
+
 def render_plan(result: CapacityPlan, top: int = 8) -> None:
     from rich.table import Table
 
     console = _console()
     req = result.request
     c = result.chosen
+    load = (
+        f"{req.design_rate(c.latency_ms / 1e3):.3g} requests/s (open loop, peak + "
+        f"{req.headroom:.0%})"
+        if req.is_rate
+        else f"{req.design_concurrency} requests in flight (peak {req.peak_concurrency} + "
+        f"{req.headroom:.0%})"
+    )
     console.print(
-        f"[bold]{req.model}[/bold]: {req.design_concurrency} concurrent requests "
-        f"(peak {req.peak_concurrency} + {req.headroom:.0%}), {req.isl}+{req.osl} tokens, "
+        f"[bold]{req.model}[/bold]: {load}, {req.isl}+{req.osl} tokens, "
         f"LLM budget TTFT p95 {req.llm_ttft_budget_ms:g} ms / latency p95 "
         f"{req.llm_latency_budget_ms:g} ms after {req.retrieval_budget_ms:g} ms retrieval"
     )
+    if result.derivation:
+        console.print("[bold]load derivation[/bold]")
+        for line in result.derivation:
+            console.print(f"  - {line}")
     console.print(
-        f"[bold green]chosen[/bold green]: {c.replicas} x {c.tp} x {c.gpu} ({c.gpus_total} GPUs) "
+        f"[bold green]chosen[/bold green]: {c.replicas} x {c.tp} x {c.gpu}"
+        f"{f' (EP {c.ep})' if c.ep > 1 else ''} ({c.gpus_total} GPUs) "
         f"at {c.precision}, max batch {c.max_batch_size}, ${c.monthly_cost_usd:,.0f}/month; "
         f"TTFT p95 {c.ttft_p95_ms:,.0f} ms, latency p95 {c.latency_p95_ms:,.0f} ms, "
-        f"TPOT {c.tpot_ms:.1f} ms, capacity {c.capacity_concurrency} concurrent"
+        f"TPOT {c.tpot_ms:.1f} ms, capacity "
+        + (
+            f"{c.capacity_rate_per_s:.3g} requests/s"
+            if req.is_rate
+            else f"{c.capacity_concurrency} concurrent"
+        )
     )
     table = Table(title="cheapest configurations meeting every SLO", title_justify="left")
     cols = ("GPU", "prec", "TP", "repl", "batch", "TTFT95", "lat95", "TPOT", "users", "$/mo")
@@ -132,7 +176,7 @@ def render_plan(result: CapacityPlan, top: int = 8) -> None:
         table.add_row(
             cand.gpu,
             cand.precision,
-            str(cand.tp),
+            str(cand.tp) + (f" ep{cand.ep}" if cand.ep > 1 else ""),
             str(cand.replicas),
             str(cand.max_batch_size),
             f"{cand.ttft_p95_ms:,.0f}ms",
@@ -148,7 +192,8 @@ def render_plan(result: CapacityPlan, top: int = 8) -> None:
             rej.add_column(col)
         shown = sorted(result.rejected, key=lambda r: r.shortfall)[: top * 2]
         for r in shown:
-            rej.add_row(r.gpu, r.precision, str(r.tp or "-"), r.category, r.reason)
+            layout = str(r.tp or "-") + (f" ep{r.ep}" if r.ep > 1 else "")
+            rej.add_row(r.gpu, r.precision, layout, r.category, r.reason)
         console.print(rej)
         if len(result.rejected) > len(shown):
             console.print(
@@ -157,9 +202,55 @@ def render_plan(result: CapacityPlan, top: int = 8) -> None:
             )
     for w in result.warnings:
         console.print(f"[bold yellow]warning[/bold yellow]: {w}")
+    if result.growth:
+        _render_growth(console, result)
     console.print("[bold]assumptions[/bold]")
     for a in result.assumptions:
         console.print(f"  - {a}")
+
+
+def _render_growth(console: Any, result: CapacityPlan) -> None:
+    """The scaling plan: one row per phase, today first, cost against each phase's budget."""
+    from rich.table import Table
+
+    table = Table(title="growth plan (cheapest configuration per phase)", title_justify="left")
+    for col in ("phase", "in flight", "configuration", "$/mo", "budget", "verdict"):
+        table.add_column(col, justify="right" if col in {"in flight", "$/mo", "budget"} else "left")
+    c, req = result.chosen, result.request
+    budget = f"{req.monthly_budget_usd:,.0f}" if req.monthly_budget_usd else "-"
+    from llmctl.sizing.growth import in_flight
+
+    table.add_row(
+        "today",
+        str(in_flight(req, c)),
+        f"{c.replicas} x TP{c.tp} {c.gpu} {c.precision}",
+        f"{c.monthly_cost_usd:,.0f}",
+        budget,
+        "within budget",
+    )
+    for g in result.growth:
+        if g.chosen is None:
+            table.add_row(g.name, str(g.in_flight), "none meets the SLOs", "-", "-", g.error or "")
+            continue
+        over = g.within_budget
+        verdict = (
+            "no budget given"
+            if over is None
+            else "within budget"
+            if over
+            else (f"over budget x{g.chosen.monthly_cost_usd / (g.monthly_budget_usd or 1):.1f}")
+        )
+        table.add_row(
+            g.name + (f" ({g.after})" if g.after else ""),
+            str(g.in_flight),
+            f"{g.chosen.replicas} x TP{g.chosen.tp} {g.chosen.gpu} {g.chosen.precision}",
+            f"{g.chosen.monthly_cost_usd:,.0f}",
+            f"{g.monthly_budget_usd:,.0f}" if g.monthly_budget_usd else "-",
+            verdict,
+        )
+    console.print(table)
+    for g in result.growth:
+        console.print(f"  {g.name}: {g.load_basis}")
 
 
 def plot_plan(result: CapacityPlan, path: str | Path) -> Path:
