@@ -50,19 +50,26 @@ $(VENV)/.stamp-demo: pyproject.toml setup.py $(LLAMA_STAMP) | $(VENV)/bin/python
 	$(PIP) install $(PIP_FLAGS) -e '.[local,gates,k8s]'
 	@touch $@
 
-# promtool (Debian's prometheus package) checks and unit-tests the alert rules
-# (tests/test_ops_alerts.py, which skips without it). Installed only as root on Debian/Ubuntu and
-# only while missing, so a second run costs one `command -v`; anyone else gets a note, not a failure.
+# System packages some tests need, each found by one of its commands and installed only while
+# missing, so a second run costs a few `command -v`:
+#   promtool (Debian's prometheus) checks and unit-tests the alert rules (tests/test_ops_alerts.py);
+#   slurm-wlm + munge (slurmctld, slurmd, munged, sbatch, sacct) are the one-node Slurm that
+#   tools/slurm-local.sh starts for `llmctl train` (tests/test_training_slurm.py).
+# Installed as root on Debian/Ubuntu; anyone else gets a note, and those tests skip saying why.
+SYSTEM_DEPS := promtool:prometheus slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-wlm sacct:slurm-wlm munged:munge
 system-deps:
-	@if command -v promtool >/dev/null 2>&1; then :; \
+	@missing=""; for pair in $(SYSTEM_DEPS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || case " $$missing " in *" $${pair#*:} "*) ;; *) missing="$$missing $${pair#*:}";; esac; \
+	done; missing="$${missing# }"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || \
 	     ! grep -qiE '^ID(_LIKE)?=.*(debian|ubuntu)' /etc/os-release 2>/dev/null; then \
-	  echo "note: promtool missing (needs root on Debian/Ubuntu: apt-get install prometheus); its tests will skip"; \
+	  echo "note: missing system packages: $$missing (needs root on Debian/Ubuntu: apt-get install $$missing); the alert-rule and Slurm tests will skip"; \
 	else \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q --no-install-recommends prometheus >/dev/null || \
-	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
-	    echo "warning: could not install prometheus (promtool); its tests will skip"; \
+	  apt-get install -y -q --no-install-recommends $$missing >/dev/null || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; } || \
+	    echo "warning: could not install $$missing; their tests will skip"; \
 	fi
 
 install-dev: $(VENV)/.stamp-dev system-deps

@@ -16,6 +16,11 @@ folder of a blueprint's target (docs/CONTRACTS.md, "Places on disk")::
         index/                       the LanceDB index
         stack.json  .lock            the applied plan; serialises up/down
       pulumi/                        Pulumi's file backend for kubernetes targets
+      <blueprint>/_training/         training runs of a blueprint, whatever the target
+        history.jsonl                one run record per finished job (append-only)
+        jobs/                        <job id>.sbatch, <job id>.json (submitted), slurm's
+                                     llmctl-train-<job id>.out; the folder sbatch runs in
+        artifacts/job-<job id>/      the run's artifact, unless training.output names another place
 """
 
 from __future__ import annotations
@@ -103,8 +108,59 @@ class StackState:
     def backends_dir(self) -> Path:
         return self.dir / "backends"
 
+    @property
+    def revisions_file(self) -> Path:
+        """Every revision's life, one JSON event a line (``llmctl.rollout.revisions``)."""
+        return self.dir / "revisions.jsonl"
+
+    @property
+    def rollout_file(self) -> Path:
+        """Kubernetes targets: the rollout in progress that the next plan/up renders."""
+        return self.dir / "rollout.json"
+
+    @property
+    def routing_file(self) -> Path:
+        """Which revisions answer and with what weight; re-read by the gateway within a second."""
+        return self.dir / "gateway" / "routing.json"
+
     def __str__(self) -> str:
         return str(self.dir)
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """The training folder of one blueprint. ``_training`` cannot be a target's name (target names
+    are DNS labels), so it never collides with a stack folder. Creating one touches nothing."""
+
+    blueprint: str
+    home: Path
+
+    @classmethod
+    def of(cls, blueprint: str, home: Path | None = None) -> TrainingState:
+        return cls(blueprint, (home or llmctl_home()).expanduser().resolve())
+
+    @property
+    def dir(self) -> Path:
+        return self.home / self.blueprint / "_training"
+
+    @property
+    def history_file(self) -> Path:
+        return self.dir / "history.jsonl"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.dir / "jobs"
+
+    def job_file(self, job_id: str, suffix: str) -> Path:
+        return self.jobs_dir / f"{job_id}{suffix}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.dir / "artifacts"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.dir / ".lock"
 
 
 def pulumi_backend_dir(home: Path | None = None) -> Path:

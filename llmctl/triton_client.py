@@ -1,7 +1,7 @@
 """The one Triton client: everything llmctl says to a Triton server, over HTTP or gRPC.
 
-It speaks only the contract in docs/CONTRACTS.md (model ``ensemble`` with TensorRT-LLM tensors,
-model ``embedder``), so the gateway, ingestion, the targets, the gates and the benchmarks use it
+It speaks only the contract in docs/CONTRACTS.md (TensorRT-LLM's LLM-API model ``tensorrt_llm``
+with its ``sampling_param_*`` tensors, model ``embedder``), so the gateway, ingestion, the targets, the gates and the benchmarks use it
 unchanged against the local stand-in or a production Triton.
 
 - gRPC (tritonclient; ``host:port``, a ``grpc://`` prefix is accepted): ``stream_generate`` and
@@ -16,10 +16,9 @@ unchanged against the local stand-in or a production Triton.
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,11 +26,19 @@ import httpx
 import numpy as np
 
 from llmctl.errors import BackendTimeout, BackendUnavailable, StackError
+from llmctl.triton_protocol import (
+    EMBED_MODEL,
+    LLM_MODEL,
+    LLMAPI,
+    EventDecoder,
+    Sampling,
+    TextStream,
+    generate_payload,
+    generate_stream_path,
+)
 
 T = TypeVar("T")
 
-LLM_MODEL = "ensemble"
-EMBED_MODEL = "embedder"
 _DONE = object()
 
 
@@ -68,41 +75,46 @@ def _input(grpcclient: Any, name: str, value: np.ndarray, datatype: str) -> Any:
     return tensor
 
 
-def generation_inputs(
-    prompt: str,
-    max_tokens: int,
-    *,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    stop: Sequence[str] = (),
-    seed: int | None = None,
-    repetition_penalty: float | None = None,
-    stream: bool = True,
-) -> list[Any]:
-    """The ensemble's input tensors for one prompt (batch of one, as TensorRT-LLM expects)."""
+# LLM-API tensor -> (Triton datatype, numpy dtype) for the scalars generation sends.
+_SCALARS = {
+    "sampling_param_max_tokens": ("INT32", np.int32),
+    "sampling_param_temperature": ("FP32", np.float32),
+    "sampling_param_top_k": ("INT32", np.int32),
+    "sampling_param_top_p": ("FP32", np.float32),
+    "sampling_param_frequency_penalty": ("FP32", np.float32),
+    "sampling_param_presence_penalty": ("FP32", np.float32),
+    "sampling_param_seed": ("UINT64", np.uint64),
+    "streaming": ("BOOL", bool),
+    "return_finish_reason": ("BOOL", bool),
+}
+
+
+def generation_inputs(prompt: str, sampling: Sampling, *, stream: bool = True) -> list[Any]:
+    """The LLM-API model's input tensors for one prompt (no batch dimension: the model's
+    ``max_batch_size`` is 0, so every tensor has exactly its configured shape)."""
     g = grpc_module()
     inputs = [
-        _input(g, "text_input", np.array([[prompt.encode("utf-8")]], dtype=np.object_), "BYTES"),
-        _input(g, "max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
-        _input(g, "stream", np.array([[stream]], dtype=bool), "BOOL"),
+        _input(g, "text_input", np.array([prompt.encode("utf-8")], dtype=np.object_), "BYTES")
     ]
-    if temperature is not None:
-        inputs.append(_input(g, "temperature", np.array([[temperature]], np.float32), "FP32"))
-    if top_k is not None:
-        inputs.append(_input(g, "top_k", np.array([[top_k]], np.int32), "INT32"))
-    if top_p is not None:
-        inputs.append(_input(g, "top_p", np.array([[top_p]], np.float32), "FP32"))
-    if repetition_penalty is not None:
-        inputs.append(
-            _input(g, "repetition_penalty", np.array([[repetition_penalty]], np.float32), "FP32")
-        )
-    if seed is not None:
-        inputs.append(_input(g, "random_seed", np.array([[seed]], np.uint64), "UINT64"))
-    if stop:
-        words = np.array([[w.encode("utf-8") for w in stop]], dtype=np.object_)
-        inputs.append(_input(g, "stop_words", words, "BYTES"))
+    values = {**sampling.tensors(), "streaming": stream, "return_finish_reason": True}
+    for name, value in values.items():
+        if name == "sampling_param_stop":
+            words = np.array([w.encode("utf-8") for w in value], dtype=np.object_)
+            inputs.append(_input(g, name, words, "BYTES"))
+            continue
+        datatype, dtype = _SCALARS[name]
+        inputs.append(_input(g, name, np.array([value], dtype=dtype), datatype))
     return inputs
+
+
+def _first_string(value: Any) -> str | None:
+    if value is None:
+        return None
+    items = value.reshape(-1) if hasattr(value, "reshape") else list(value)
+    if len(items) == 0:
+        return None
+    item = items[0]
+    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
 
 
 def stream_generate(
@@ -113,35 +125,39 @@ def stream_generate(
     *,
     model: str = LLM_MODEL,
     timeout_s: float = 300.0,
+    on_finish: Callable[[str | None], None] | None = None,
     **sampling: Any,
 ) -> Iterator[str]:
-    """Yield text deltas as Triton streams them; raise StackError on a server-side error.
+    """Yield text deltas as Triton streams them (gRPC); raise StackError on a server-side error.
 
-    ``sampling`` takes ``generation_inputs``' keywords (top_k, top_p, stop, seed,
-    repetition_penalty).
+    ``sampling`` takes ``Sampling``'s other fields (top_k, top_p, frequency_penalty,
+    presence_penalty, seed, stop). ``on_finish`` gets the model's finish reason (``stop``,
+    ``length``, ``cancelled``) when the stream ends.
 
     ``prompt`` is the complete, already formatted prompt (see ``llmctl.local.prompt``). Closing the
     iterator early cancels the request on the server.
     """
     g = grpc_module()
     inbox: queue.Queue[Any] = queue.Queue()
+    decoded = TextStream()
+    params = Sampling(max_tokens=max_tokens, temperature=temperature, **sampling)
 
     def on_response(result: Any, error: Any) -> None:
         if error is not None:
             inbox.put(error)
             return
         response = result.get_response()
-        params = response.parameters
-        final = params["triton_final_response"] if "triton_final_response" in params else None
+        flags = response.parameters
+        final = flags["triton_final_response"] if "triton_final_response" in flags else None
         if response.outputs:
-            out = result.as_numpy("text_output")
-            if out is not None:
-                for item in out.reshape(-1):
-                    inbox.put(
-                        item.decode("utf-8", errors="replace")
-                        if isinstance(item, bytes)
-                        else str(item)
-                    )
+            names = {o.name for o in response.outputs}
+            text = _first_string(result.as_numpy("text_output")) or ""
+            finish = (
+                _first_string(result.as_numpy("finish_reason"))
+                if "finish_reason" in names
+                else None
+            )
+            inbox.put(("text", text, finish))
         if final is not None and final.bool_param:
             inbox.put(_DONE)
 
@@ -151,7 +167,7 @@ def stream_generate(
         client.start_stream(callback=on_response)
         client.async_stream_infer(
             model,
-            generation_inputs(prompt, max_tokens, temperature=temperature, **sampling),
+            generation_inputs(prompt, params),
             request_id=uuid.uuid4().hex,
             enable_empty_final_response=True,
         )
@@ -162,10 +178,12 @@ def stream_generate(
                 raise StackError(f"{model}: no response within {timeout_s:g} s") from exc
             if item is _DONE:
                 finished = True
+                if on_finish is not None:
+                    on_finish(decoded.finish_reason)
                 return
-            if isinstance(item, str):
-                if item:
-                    yield item
+            if isinstance(item, tuple):
+                if delta := decoded.feed(item[1], item[2]):
+                    yield delta
                 continue
             message = item.message() if hasattr(item, "message") else str(item)
             raise StackError(f"{model}: {message}")
@@ -360,9 +378,11 @@ class ModelControl:
     def unload(self, model: str, timeout_s: float = 30.0) -> None:
         self._call(f"unload {model}", self._client.unload_model, model, client_timeout=timeout_s)
 
-    def model_ready(self, model: str, timeout_s: float = 5.0) -> bool:
+    def model_ready(self, model: str, timeout_s: float = 5.0, version: str = "") -> bool:
         try:
-            return bool(self._client.is_model_ready(model, client_timeout=timeout_s))
+            return bool(
+                self._client.is_model_ready(model, model_version=version, client_timeout=timeout_s)
+            )
         except Exception:
             return False
 
@@ -372,54 +392,31 @@ HEALTH_LIVE = "/v2/health/live"
 HEALTH_READY = "/v2/health/ready"
 
 
-def model_ready_path(model: str) -> str:
+def model_ready_path(model: str, version: str | None = None) -> str:
+    if version:
+        return f"/v2/models/{model}/versions/{version}/ready"
     return f"/v2/models/{model}/ready"
 
 
-def generate_stream_path(model: str = LLM_MODEL) -> str:
-    """The generate extension's streaming route (server-sent events, one delta per event)."""
-    return f"/v2/models/{model}/generate_stream"
-
-
-def generate_payload(
-    prompt: str, max_tokens: int, *, temperature: float = 0.0, stop_words: Sequence[str] = ()
-) -> dict[str, Any]:
-    """The JSON body of a streamed generation: the ensemble's tensors by name."""
-    payload: dict[str, Any] = {
-        "text_input": prompt,
-        "max_tokens": int(max_tokens),
-        "stream": True,
-        "temperature": float(temperature),
-    }
-    if stop_words:
-        payload["stop_words"] = list(stop_words)
-    return payload
-
-
-def stream_event_delta(line: str) -> str | None:
-    """The text delta of one SSE line of ``generate_stream`` (None for other lines); raises
-    BackendUnavailable on an error event."""
-    if not line.startswith("data:"):
-        return None
-    event = json.loads(line[5:].strip() or "{}")
-    if "error" in event:
-        raise BackendUnavailable(f"triton: {event['error']}")
-    delta = event.get("text_output")
-    if isinstance(delta, list):
-        delta = "".join(str(x) for x in delta)
-    return str(delta) if delta else None
-
-
 def http_stream_generate(
-    client: httpx.Client, prompt: str, max_tokens: int, *, model: str = LLM_MODEL, **options: Any
+    client: httpx.Client,
+    prompt: str,
+    max_tokens: int,
+    *,
+    model: str = LLM_MODEL,
+    protocol: str = LLMAPI,
+    **sampling: Any,
 ) -> Iterator[str]:
     """``TritonLLM.stream`` for blocking callers (benchmarks) on a given ``httpx.Client``."""
-    payload = generate_payload(prompt, max_tokens, **options)
+    payload = generate_payload(
+        prompt, Sampling(max_tokens=max_tokens, **sampling), protocol=protocol
+    )
+    decoder = EventDecoder(protocol)
     with client.stream("POST", generate_stream_path(model), json=payload) as response:
         if response.status_code != 200:
             raise BackendUnavailable(f"triton {model}: HTTP {response.status_code}")
         for line in response.iter_lines():
-            if (delta := stream_event_delta(line)) is not None:
+            if (delta := decoder.delta(line)) is not None:
                 yield delta
 
 
@@ -444,18 +441,37 @@ class TritonLLM:
     def __init__(
         self,
         base_url: str,
-        model: str = "ensemble",
+        model: str = LLM_MODEL,
         *,
+        protocol: str = LLMAPI,
+        version: str | None = None,
         connect_timeout_s: float = 2.0,
         token_timeout_s: float = 30.0,
         max_connections: int = 256,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self.protocol = protocol
+        self.version = version
+        self._settings = (connect_timeout_s, token_timeout_s, max_connections)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(token_timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
+        )
+
+    def for_version(self, version: str | None, base_url: str | None = None) -> TritonLLM:
+        """A client of another version of the same model, or of the same model on another
+        Triton (``base_url``): a canary beside the stable one."""
+        connect, token, conns = self._settings
+        return TritonLLM(
+            base_url or self.base_url,
+            self.model,
+            protocol=self.protocol,
+            version=version,
+            connect_timeout_s=connect,
+            token_timeout_s=token,
+            max_connections=conns,
         )
 
     async def stream(
@@ -465,11 +481,26 @@ class TritonLLM:
         max_tokens: int,
         stop_words: Sequence[str] = (),
         temperature: float = 0.0,
+        top_k: int | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        seed: int | None = None,
+        on_finish: Callable[[str | None], None] | None = None,
     ) -> AsyncIterator[str]:
-        payload = generate_payload(
-            prompt, max_tokens, temperature=temperature, stop_words=stop_words
+        """Text deltas; ``on_finish`` gets the model's finish reason (``stop``, ``length``,
+        ``cancelled``; None when the model did not say) once the stream has ended."""
+        sampling = Sampling(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            seed=seed,
+            stop=tuple(stop_words),
         )
-        url = generate_stream_path(self.model)
+        payload = generate_payload(prompt, sampling, protocol=self.protocol)
+        decoder = EventDecoder(self.protocol)
+        url = generate_stream_path(self.model, self.version)
         try:
             async with self._client.stream("POST", url, json=payload) as response:
                 if response.status_code != 200:
@@ -477,7 +508,7 @@ class TritonLLM:
                     kind = BackendUnavailable if response.status_code >= 500 else RuntimeError
                     raise kind(f"triton {self.model}: HTTP {response.status_code}: {body}")
                 async for line in response.aiter_lines():
-                    if (delta := stream_event_delta(line)) is not None:
+                    if (delta := decoder.delta(line)) is not None:
                         yield delta
         except httpx.TimeoutException as exc:
             raise BackendTimeout(
@@ -485,13 +516,15 @@ class TritonLLM:
             ) from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"triton {self.model}: {type(exc).__name__}: {exc}") from exc
+        if on_finish is not None:
+            on_finish(decoder.finish_reason)
 
     async def ready(self) -> tuple[bool, str]:
         try:
             r = await self._client.get(HEALTH_READY, timeout=2.0)
             if r.status_code != 200:
                 return False, f"triton not ready (HTTP {r.status_code})"
-            r = await self._client.get(model_ready_path(self.model), timeout=2.0)
+            r = await self._client.get(model_ready_path(self.model, self.version), timeout=2.0)
             if r.status_code != 200:
                 return False, f"triton model {self.model} not ready (HTTP {r.status_code})"
         except httpx.HTTPError as exc:

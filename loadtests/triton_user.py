@@ -1,7 +1,9 @@
-"""Load straight on Triton's ``ensemble`` model, bypassing gateway and retrieval.
+"""Load straight on Triton's LLM model (``tensorrt_llm``, TensorRT-LLM's LLM-API model or the local
+stand-in), bypassing gateway and retrieval.
 
 Same request events as ``gateway_user.py`` (ASK, TTFT, ITL, TPS), through Triton's HTTP generate
-extension (``POST /v2/models/ensemble/generate_stream``, server-sent events). Comparing the two
+extension (``POST /v2/models/tensorrt_llm/generate_stream``, server-sent events; every event carries
+the text so far, so only events that add text count as tokens). Comparing the two
 profiles separates model capacity from what the gateway and retrieval add.
 The prompt is a question of the evaluation set in the served model's ChatML frame, without
 retrieved sources, so it is shorter than the gateway's: the difference is retrieval's share.
@@ -16,7 +18,13 @@ import time
 from locust import HttpUser, between, task
 
 from llmctl.gateway.client import parse_sse
-from llmctl.triton_client import generate_payload, generate_stream_path
+from llmctl.triton_protocol import (
+    LLM_MODEL,
+    Sampling,
+    TextStream,
+    generate_payload,
+    generate_stream_path,
+)
 
 _SEQ = itertools.count()
 FRAME = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
@@ -26,7 +34,7 @@ class TritonUser(HttpUser):
     """A client of the model server itself (no auth, no retrieval, no audit)."""
 
     wait_time = between(1.0, 3.0)
-    model = "ensemble"
+    model = LLM_MODEL
 
     def on_start(self) -> None:
         spec = getattr(self.environment, "llmctl_spec", None)
@@ -56,9 +64,9 @@ class TritonUser(HttpUser):
     def generate(self) -> None:
         payload = generate_payload(
             FRAME.format(q=self.rng.choice(self.questions)),
-            self.max_tokens,
-            stop_words=["<|im_end|>"],
+            Sampling(max_tokens=self.max_tokens, stop=("<|im_end|>",)),
         )
+        text = TextStream()
         started = time.perf_counter()
         deltas: list[float] = []
         error: Exception | None = None
@@ -79,7 +87,9 @@ class TritonUser(HttpUser):
                         if "error" in doc:
                             error = RuntimeError(str(doc["error"])[:120])
                             break
-                        if doc.get("text_output"):
+                        out = doc.get("text_output") or ""
+                        out = "".join(map(str, out)) if isinstance(out, list) else str(out)
+                        if text.feed(out):
                             deltas.append(time.perf_counter())
                     if error is None and not deltas:
                         error = RuntimeError("no tokens streamed")

@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 
 from . import base
 from .inference import disruption, pvc_spec
-from .spec import GATEWAY_PORT, STATE_DIR, StackSpec
+from .spec import GATEWAY_PORT, ROUTING_DIR, STATE_DIR, StackSpec
 
 COMPONENT = "gateway"
 CONFIG_DIR = "/etc/llmctl"
@@ -64,6 +64,11 @@ def gateway_pod_spec(spec: StackSpec, config_map: str) -> dict[str, Any]:
         {"name": "secrets", "secret": {"secretName": base.name(spec, "gateway"), "optional": True}},
         tmp_vol,
     ]
+    if spec.routing is not None:
+        # a directory mount (not subPath), so the kubelet updates the file in place and the
+        # gateway follows a new weight without restarting
+        mounts.append({"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True})
+        volumes.append({"name": "routing", "configMap": {"name": base.name(spec, "routing")}})
     if spec.retrieval_enabled:
         mounts.append({"name": "index", "mountPath": f"{STATE_DIR}/index", "readOnly": True})
         volumes.append(
@@ -142,6 +147,19 @@ class Gateway(pulumi.ComponentResource):
             opts=base.child(self),
         )
         deps: list[pulumi.Resource] = [config]
+        if spec.routing is not None:
+            # Outside the config hash on purpose: a traffic step must not roll the gateways.
+            routing = base.name(spec, "routing")
+            deps.append(
+                k8s.core.v1.ConfigMap(
+                    routing,
+                    metadata=base.metadata(spec, routing, COMPONENT),
+                    data={
+                        "routing.json": json.dumps(spec.routing, indent=2, sort_keys=True) + "\n"
+                    },
+                    opts=base.child(self),
+                )
+            )
         if file_sink(spec):
             # Audit records are compliance evidence: kept when the stack goes down.
             deps.append(

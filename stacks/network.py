@@ -29,6 +29,18 @@ def policies(spec: StackSpec) -> dict[str, dict[str, Any]]:
     """name suffix → NetworkPolicy spec; a pure function so tests can read the rules directly."""
     gateway = base.selector(spec, "gateway")
     triton = base.selector(spec, "triton")
+    # With a canary Deployment beside it (a rollout), Triton's rules cover both.
+    names = ["triton", "triton-canary"] if spec.canary_engine_hash else ["triton"]
+    tritons: dict[str, Any] = (
+        {
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/name", "operator": "In", "values": names}
+            ],
+            "matchLabels": {"app.kubernetes.io/instance": spec.name},
+        }
+        if spec.canary_engine_hash
+        else {"matchLabels": triton}
+    )
     out: dict[str, dict[str, Any]] = {
         "default-deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
         "allow-dns": {
@@ -53,13 +65,13 @@ def policies(spec: StackSpec) -> dict[str, dict[str, Any]]:
             "policyTypes": ["Egress"],
             "egress": [
                 {
-                    "to": [{"podSelector": {"matchLabels": triton}}],
+                    "to": [{"podSelector": tritons}],
                     "ports": _tcp(TRITON_HTTP, TRITON_GRPC),
                 }
             ],
         },
         "triton-from-gateway": {
-            "podSelector": {"matchLabels": triton},
+            "podSelector": tritons,
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
@@ -92,7 +104,7 @@ def policies(spec: StackSpec) -> dict[str, dict[str, Any]]:
                     {
                         "key": "app.kubernetes.io/name",
                         "operator": "In",
-                        "values": ["gateway", "triton"],
+                        "values": ["gateway", *names],
                     }
                 ],
                 "matchLabels": {"app.kubernetes.io/instance": spec.name},
@@ -111,7 +123,7 @@ def policies(spec: StackSpec) -> dict[str, dict[str, Any]]:
             to = []
         if to:
             out["triton-model-store"] = {
-                "podSelector": {"matchLabels": triton},
+                "podSelector": tritons,
                 "policyTypes": ["Egress"],
                 "egress": [{"to": to, "ports": _tcp(443)}],
             }

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmctl.triton_protocol import LEGACY_LLM_MODEL, LLM_MODEL
+
 if TYPE_CHECKING:
     from llmctl.blueprint.model import Blueprint
 
@@ -26,6 +28,18 @@ GATEWAY_PORT = 8080
 #: Image of the init container that copies an engine from object storage (s3://).
 FETCH_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.17.0"
 DEFAULT_GATEWAY_IMAGE = "ghcr.io/llmctl/gateway:{version}"
+#: Where gateways read the routing document (its own ConfigMap, re-read without a restart).
+ROUTING_DIR = "/etc/llmctl/routing"
+ROUTING_FILE = f"{ROUTING_DIR}/routing.json"
+#: Where ``-trtllm-python-py3`` images keep TensorRT-LLM's LLM-API python model code
+#: (``triton_backend/all_models/llmapi/tensorrt_llm/1/`` of the image's release, as NVIDIA's
+#: tutorials copy it). llmctl ships only ``config.pbtxt`` and ``model.yaml``: the code must match the
+#: tensorrt_llm the image serves with, so the container takes it from the image at start. The
+#: container script reads ``$LLMCTL_LLMAPI_CODE_DIR`` first, for an image that keeps it elsewhere.
+LLMAPI_CODE_DIR = "/app/all_models/llmapi/tensorrt_llm/1"
+#: Serving backends (``engine.backend``): TensorRT-LLM's PyTorch backend behind the LLM-API model,
+#: or the legacy TensorRT engines behind the inflight-batcher ensemble.
+PYTORCH, TENSORRT = "pytorch", "tensorrt"
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,21 @@ class StackSpec:
     #: Prometheus rule groups (``llmctl.ops.alerts.rule_groups``), rendered as a PrometheusRule
     #: next to the ServiceMonitors.
     alert_groups: tuple[dict[str, Any], ...] = field(default=())
+    #: ``pytorch`` (LLM-API model ``tensorrt_llm``) or ``tensorrt`` (engines, ``ensemble``).
+    backend: str = PYTORCH
+    #: The Triton model that serves the LLM; Triton's readiness of it gates the pod.
+    llm_model: str = LLM_MODEL
+    #: Pipeline stages per replica (``engine.pipelineParallel``): a pytorch replica needs tp x pp GPUs.
+    pp: int = 1
+    #: The Hugging Face id of a pytorch checkpoint served as is from the store's HF cache (the
+    #: model's ``hf-cache/hub/models--ORG--NAME`` folder); None for a local model.
+    hf_model_id: str | None = None
+    #: A rollout in progress (``llmctl rollout --target``): the gateways' routing document
+    #: (``llmctl.gateway.routing``), and the canary's engine/artifact when its model differs (a
+    #: second Triton Deployment, ``<name>-triton-canary``, serves it).
+    routing: dict[str, Any] | None = None
+    canary_engine_hash: str | None = None
+    canary_replicas: int = 1
 
     @property
     def model_store_kind(self) -> str:
@@ -87,6 +116,25 @@ class StackSpec:
     @property
     def model_store_pvc(self) -> str:
         return self.model_store.removeprefix("pvc://")
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs one pytorch replica needs (every TP rank of every pipeline stage); the legacy
+        engine Deployment keeps requesting ``tp`` as it always has."""
+        return self.tp * self.pp if self.backend == PYTORCH else self.tp
+
+    @property
+    def artifact_dir(self) -> str:
+        """The pytorch backend's artifact in the store (``checkpoint/`` and ``tokenizer/``), which
+        the rendered ``model.yaml`` names by absolute path under ``/models``."""
+        return f"engines/{self.engine_hash}"
+
+    @property
+    def hf_cache_model_dir(self) -> str | None:
+        """``hf-cache/hub/models--ORG--NAME`` inside the store, huggingface_hub's cache layout."""
+        if not self.hf_model_id:
+            return None
+        return "hf-cache/hub/models--" + self.hf_model_id.replace("/", "--")
 
     @property
     def repository_dir(self) -> str:
@@ -255,6 +303,7 @@ def spec_from_blueprint(
     ).with_changes(blueprint_hash=bp_hash)
     # One audit file per replica: the pod name is appended by the Deployment (subPathExpr).
     config = gw.to_dict()
+    backend = serving_backend(str(bp.engine.backend))
     sink = (
         bp.requirements.audit.sink
         if bp.requirements.audit.required or bp.requirements.audit.sink
@@ -311,6 +360,10 @@ def spec_from_blueprint(
         prometheus_operator=bool(target.prometheus_operator),
         dashboards=bool(bp.observability.dashboards),
         build_job=build_job,
+        backend=backend,
+        llm_model=LLM_MODEL if backend == PYTORCH else LEGACY_LLM_MODEL,
+        pp=int(bp.engine.pipeline_parallel or 1),
+        hf_model_id=_hf_id(str(bp.model.id)) if backend == PYTORCH else None,
         notes=tuple(notes),
         alert_groups=tuple(
             rule_groups(
@@ -320,6 +373,29 @@ def spec_from_blueprint(
             )
         ),
     )
+
+
+def _hf_id(model_id: str) -> str | None:
+    """``ORG/NAME`` when ``model.id`` names a Hugging Face repository rather than a folder."""
+    if model_id.startswith(("/", "./", "../", "~", "file://")) or model_id.count("/") != 1:
+        return None
+    return model_id
+
+
+def serving_backend(name: str) -> str:
+    """``pytorch`` or ``tensorrt`` from ``engine.backend``.
+
+    Blueprints from before the pytorch backend say ``tensorrt-llm``, which meant TensorRT engines:
+    they keep getting the engine Deployment rather than silently switching serving stacks.
+    """
+    value = name.strip().lower()
+    if value == PYTORCH:
+        return PYTORCH
+    if value in (TENSORRT, "tensorrt-llm", "tensorrt_llm", "trtllm"):
+        return TENSORRT
+    from llmctl.errors import StackError
+
+    raise StackError(f"engine.backend must be {PYTORCH} or {TENSORRT}, not {name!r}")
 
 
 def _hpa_target(metric: str | None, bp: Blueprint) -> str:
@@ -333,3 +409,53 @@ def _hpa_target(metric: str | None, bp: Blueprint) -> str:
     if "queue_duration_us" in metric:
         return str(max(1, math.floor(bp.requirements.slo.ttft_p95_ms * 1000 / 10)))
     return "1"
+
+
+def with_rollout(spec: StackSpec, intent: dict[str, Any]) -> StackSpec:
+    """``spec`` (the new blueprint's) with a rollout in progress: the stable revision keeps its
+    engine in the main Triton Deployment, the canary's runs beside it when it differs, and the
+    gateways split subjects between the two by ``intent["weight"]`` percent (sticky)."""
+    from dataclasses import replace
+
+    stable, canary = intent["stable"], intent["canary"]
+    weight = float(intent["weight"])
+    other_model = canary["model_hash"] != stable["model_hash"]
+    canary_url = (
+        f"http://{spec.name}-triton-canary.{spec.namespace}.svc.cluster.local:{TRITON_HTTP}"
+        if other_model
+        else None
+    )
+    routing = {
+        "format": 1,
+        "mode": "canary",
+        "salt": canary["id"],
+        "arms": [
+            {
+                "revision": canary["id"],
+                "role": "canary",
+                "weight": weight,
+                "llm_url": canary_url,
+                "settings": dict(canary.get("settings") or {}),
+            },
+            {
+                "revision": stable["id"],
+                "role": "stable",
+                "weight": 100 - weight,
+                "settings": dict(stable.get("settings") or {}),
+            },
+        ],
+    }
+    config = {
+        **spec.gateway_config,
+        "revision": stable["id"],
+        "engine_hash": stable["model_hash"],
+        "routing_path": ROUTING_FILE,
+    }
+    return replace(
+        spec,
+        engine_hash=stable["model_hash"],
+        gateway_config=config,
+        routing=routing,
+        canary_engine_hash=canary["model_hash"] if other_model else None,
+        canary_replicas=max(1, math.ceil(spec.replicas_min * weight / 100)),
+    )

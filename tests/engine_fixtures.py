@@ -35,6 +35,11 @@ def base_doc() -> dict[str, Any]:
             "citations": "none",
             "audit": {"sink": "file://audit/audit.jsonl", "retentionDays": 30},
         },
+        # The legacy TensorRT-engine path these tests cover (the pytorch default has its own).
+        "engine": {
+            "backend": "tensorrt",
+            "tritonImage": "nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3",
+        },
         "retrieval": {"enabled": False},
         "targets": {
             "prod": {

@@ -69,7 +69,8 @@ def test_dry_run_prints_the_exact_steps_and_runs_nothing(bp, tmp_path: Path) -> 
     ],
 )
 def test_quantisation_chooses_the_tool(tmp_path: Path, plan, engine, expect) -> None:
-    bp = write_blueprint(tmp_path, changed(base_doc(), "engine", engine))
+    doc = base_doc()
+    bp = write_blueprint(tmp_path, changed(doc, "engine", {**doc["engine"], **engine}))
     steps = B.build_production(
         bp, "prod", dry_run=True, plan=plan, cache=EngineCache(tmp_path / "e")
     ).steps

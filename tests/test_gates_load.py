@@ -35,7 +35,9 @@ def test_gateway_profile_records_token_events(tmp_path: Path) -> None:
     embedder = HashingEmbedder()
     index_dir, _ = build_index(tmp_path, CORPUS, embedder)
     state = tmp_path / "state"
-    config = make_config(state, index_dir=index_dir)
+    # report: the answer streams token by token as generated (with enforce it is checked first
+    # and sent whole, so there are no per-token events to record)
+    config = make_config(state, index_dir=index_dir, grounding="report")
     app = create_app(config, retriever=in_process_retriever(index_dir, embedder), llm=EchoLLM())
     questions = [
         {

@@ -34,6 +34,7 @@ import httpx
 import pytest
 import test_gates_stack
 import yaml
+from blueprint_paths import absolute_paths
 from oidc_service import TokenService
 from test_gateway_support import ServerThread, make_config, token
 
@@ -162,8 +163,7 @@ def _blueprint(tmp: Path, **auth: str) -> Any:
             "clientSecretEnv": CLIENT_SECRET_ENV,
         }
     )
-    for source in doc["retrieval"]["sources"]:
-        source["path"] = str(Path(__file__).parent.parent / "blueprints" / source["path"])
+    absolute_paths(doc, Path(__file__).parent.parent / "blueprints")
     path = tmp / "bp.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_blueprint(path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from blueprint_paths import absolute_paths
 
 from llmctl.blueprint import load_blueprint
 from llmctl.gates import compliance
@@ -39,11 +40,8 @@ SHORT = {
 def short_blueprint(tmp: Path, name: str, **load_overrides: float) -> Path:
     """The example blueprint with absolute paths and a short local load profile."""
     doc = yaml.safe_load(BLUEPRINT.read_text())
-    base = BLUEPRINT.parent
-    for source in doc["retrieval"]["sources"]:
-        source["path"] = str(base / source["path"])
+    absolute_paths(doc, BLUEPRINT.parent)
     q = doc["gates"]["quality"]
-    q["evalSet"] = str(base / q["evalSet"])
     q["baseline"] = str(tmp / "baseline.json")
     q["minCitationAccuracy"] = (
         0.0  # six questions on a 135M model: gate the mechanism, not the score

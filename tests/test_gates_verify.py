@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from blueprint_paths import absolute_paths
 
 if importlib.util.find_spec("locust") is None:  # find_spec: importing locust would gevent-patch us
     pytest.skip(reason="locust is not installed", allow_module_level=True)
@@ -55,11 +56,8 @@ def short_blueprint(tmp: Path, name: str, **load_overrides: float) -> Path:
     """The example blueprint with absolute paths, a short local load profile and quality minimums
     at 0 (a few questions answered by a stand-in: gate the mechanism, not the score)."""
     doc = yaml.safe_load(BLUEPRINT.read_text())
-    base = BLUEPRINT.parent
-    for source in doc["retrieval"]["sources"]:
-        source["path"] = str(base / source["path"])
+    absolute_paths(doc, BLUEPRINT.parent)
     q = doc["gates"]["quality"]
-    q["evalSet"] = str(base / q["evalSet"])
     q["baseline"] = str(tmp / "baseline.json")
     q["minCitationAccuracy"] = 0.0
     q["minRecallAtK"] = 0.0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from blueprint_paths import absolute_paths
 from test_gateway_support import (
     CORPUS,
     EchoLLM,
@@ -217,7 +218,7 @@ def test_up_refuses_a_sink_that_cannot_hold_the_retention(tmp_path: Path, repo_r
 
     doc = yaml.safe_load((repo_root / "blueprints" / "hr-policy-assistant.yaml").read_text())
     doc["requirements"]["users"]["requestsPerDay"] = 10**12  # 2555 days of that: petabytes
-    doc["retrieval"]["sources"][0]["path"] = str(repo_root / "blueprints/corpora/hr-policy")
+    absolute_paths(doc, repo_root / "blueprints")
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     bp = load_blueprint(path)

@@ -272,6 +272,10 @@ def test_ask_dialect_shapes() -> None:
         "usage",
         "timings",
         "outcome",
+        "quotes",
+        "grounding",
+        "finish_reason",
+        "revision",
     ]
     assert ask.delta("x", True, "r1") == b'event: delta\ndata: {"delta": "x"}\n\n'
     (final,) = ask.final(result)
@@ -304,6 +308,9 @@ def test_openai_dialect_shapes() -> None:
         "index_hash": "i",
         "timings": {"total_ms": 1.0},
         "outcome": "answered",
+        "quotes": [],
+        "grounding": None,
+        "revision": None,
     }
     first, later = _data(chat.delta("Tw", True, "r1")), _data(chat.delta("enty", False, "r1"))
     assert first["object"] == "chat.completion.chunk"

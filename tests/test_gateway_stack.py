@@ -1,4 +1,4 @@
-"""The gateway against the real local stack: Triton on CPU serving ``ensemble`` (SmolLM2 through
+"""The gateway against the real local stack: Triton on CPU serving ``tensorrt_llm`` (SmolLM2 through
 llama.cpp) and ``embedder`` (MiniLM), a LanceDB index built through that embedder, the gateway's
 default retriever and LLM client (nothing injected), uvicorn on 127.0.0.1 port 0.
 

@@ -153,7 +153,11 @@ def test_triton_follows_the_capacity_plan(name: str) -> None:
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (low, high)
     assert high >= max(cap.replicas, bp.capacity.replicas.max)
     startup = server["startupProbe"]
-    assert startup["httpGet"]["path"] == "/v2/health/ready"
+    ready = (
+        "/v2/health/ready" if spec.backend == "tensorrt" else f"/v2/models/{spec.llm_model}/ready"
+    )
+    assert startup["httpGet"]["path"] == ready
+    assert server["readinessProbe"]["httpGet"]["path"] == ready
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 20 * 60
     assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     target = bp.target(spec.target)

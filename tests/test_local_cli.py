@@ -27,11 +27,11 @@ def blueprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_build_twice_second_does_nothing(blueprint):
     first = runner.invoke(app, ["build", str(blueprint)])
     assert first.exit_code == 0, first.output
-    assert "built" in first.output and "ensemble" in first.output and "embedder" in first.output
+    assert "built" in first.output and "tensorrt_llm" in first.output and "embedder" in first.output
     second = runner.invoke(app, ["build", str(blueprint), "--output", "json"])
     assert second.exit_code == 0, second.output
     rows = json.loads(second.output)["models"]
-    assert {r["model"] for r in rows} == {"ensemble", "embedder"}
+    assert {r["model"] for r in rows} == {"tensorrt_llm", "embedder"}
     assert not any(r["built"] for r in rows)
     third = runner.invoke(app, ["build", str(blueprint)])
     assert "nothing to do" in third.output
@@ -61,7 +61,7 @@ def test_up_status_down(blueprint):
         assert status.exit_code == 0, status.output
         doc = json.loads(status.output)
         assert doc["state"] == "running"
-        assert {m["name"] for m in doc["models"]} == {"ensemble", "embedder"}
+        assert {m["name"] for m in doc["models"]} == {"tensorrt_llm", "embedder"}
     finally:
         down = runner.invoke(app, ["down", str(blueprint)])
     assert down.exit_code == 0 and "is down" in down.output

@@ -71,7 +71,7 @@ def test_model_fails_to_load(stack_dirs, tmp_path):
     with pytest.raises(StackError) as info:
         target.apply()
     message = str(info.value)
-    assert message.startswith("model ensemble failed to load")
+    assert message.startswith("model tensorrt_llm failed to load")
     assert str(target.log_file(TRITON)) in message
     _assert_nothing_left(target)
 

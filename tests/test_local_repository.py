@@ -54,7 +54,7 @@ def test_build_then_rebuild_does_nothing(tmp_path, fake_models):
     repo = LocalRepository(tmp_path / "cache")
     spec = _spec(fake_models[0], default_embedding_model())
     first = repo.build(spec)
-    assert [b.name for b in first] == ["ensemble", "embedder"]
+    assert [b.name for b in first] == ["tensorrt_llm", "embedder"]
     assert all(b.built for b in first)
     for b in first:
         config = (b.model_dir / "config.pbtxt").read_text()
@@ -88,7 +88,7 @@ def test_a_parameter_change_rebuilds_only_that_model(tmp_path, fake_models):
     repo = LocalRepository(tmp_path / "cache")
     before = repo.keys(_spec(*fake_models))
     after = repo.keys(_spec(*fake_models, context_tokens=4096))
-    assert after["ensemble"] != before["ensemble"]
+    assert after["tensorrt_llm"] != before["tensorrt_llm"]
     assert after["embedder"] == before["embedder"]
 
 
@@ -97,15 +97,15 @@ def test_new_weights_change_the_key(tmp_path, fake_models):
     repo = LocalRepository(tmp_path / "cache")
     before = repo.keys(_spec(gguf, folder))
     gguf.write_bytes(b"GGUF" + b"\1" * 2000)
-    assert repo.keys(_spec(gguf, folder))["ensemble"] != before["ensemble"]
+    assert repo.keys(_spec(gguf, folder))["tensorrt_llm"] != before["tensorrt_llm"]
 
 
 def test_an_embedder_that_cannot_be_exported_fails_cleanly(tmp_path, fake_models):
     repo = LocalRepository(tmp_path / "cache")
     with pytest.raises(BuildError, match="is not a sentence-transformers model folder"):
         repo.build(_spec(*fake_models))
-    # the ensemble built; nothing of the failed embedder is left, not even a temp folder
-    assert [p.name.split("-")[0] for p in repo.models_root.iterdir()] == ["ensemble"]
+    # the LLM model built; nothing of the failed embedder is left, not even a temp folder
+    assert [p.name.split("-")[0] for p in repo.models_root.iterdir()] == ["tensorrt_llm"]
 
 
 def test_missing_gguf_is_a_build_error(tmp_path, fake_models):

@@ -45,24 +45,57 @@ def test_streamed_generation_returns_tokens(local_stack):
 def test_greedy_generation_is_deterministic_and_honours_max_tokens(local_stack):
     target, _ = local_stack
     prompt = format_chat([{"role": "user", "content": "Count from one to twenty."}])
-    first = list(triton_client.stream_generate(_grpc(target), prompt, max_tokens=6))
+    reasons: list[str | None] = []
+    first = list(
+        triton_client.stream_generate(_grpc(target), prompt, max_tokens=6, on_finish=reasons.append)
+    )
     second = list(triton_client.stream_generate(_grpc(target), prompt, max_tokens=6))
     assert first == second
     assert 0 < len(first) <= 6
+    # the LLM-API model's finish_reason: counting to twenty does not fit in six tokens
+    assert reasons == ["length"]
+
+
+def test_stream_sends_the_text_so_far_like_the_llmapi_model(local_stack):
+    """Over the generate extension every event carries the whole text so far (the LLM API's
+    cumulative ``CompletionOutput.text``), ending with the finish reason."""
+    target, _ = local_stack
+    prompt = format_chat([{"role": "user", "content": "Name three colours."}])
+    payload = {"text_input": prompt, "streaming": True, "return_finish_reason": True}
+    payload["sampling_param_max_tokens"] = 8
+    req = urllib.request.Request(
+        target.endpoints()["triton_http"] + "/v2/models/tensorrt_llm/generate_stream",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        events = [
+            json.loads(line[5:])
+            for line in resp.read().decode().splitlines()
+            if line.startswith("data:")
+        ]
+    texts = [e["text_output"] for e in events]
+    assert len(texts) > 2
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False)), texts
+    assert [e["finish_reason"] for e in events[:-1]] == ["None"] * (len(events) - 1)
+    assert events[-1]["finish_reason"] in ("length", "stop")
 
 
 def test_http_generate_endpoint_without_streaming(local_stack):
     """The same model answers Triton's HTTP generate extension (one response, stream false)."""
     target, _ = local_stack
-    body = json.dumps({"text_input": "The sky is", "max_tokens": 5, "stream": False}).encode()
+    body = json.dumps(
+        {"text_input": "The sky is", "sampling_param_max_tokens": 5, "return_finish_reason": True}
+    ).encode()
     req = urllib.request.Request(
-        target.endpoints()["triton_http"] + "/v2/models/ensemble/generate",
+        target.endpoints()["triton_http"] + "/v2/models/tensorrt_llm/generate",
         data=body,
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=120) as resp:
         answer = json.loads(resp.read())
     assert isinstance(answer["text_output"], str) and answer["text_output"]
+    assert answer["finish_reason"] == "length"  # five tokens cut the sentence
 
 
 def test_embedding_batch_has_right_shape_and_unit_norm(local_stack):
@@ -97,7 +130,7 @@ def test_status_reports_models_and_keys(local_stack):
     assert [c.name for c in st.components] == [TRITON]
     assert st.components[0].uptime_s is not None
     models = {m.name: m for m in st.models}
-    assert set(models) == {"ensemble", "embedder"}
+    assert set(models) == {"tensorrt_llm", "embedder"}
     for m in models.values():
         assert m.state == "READY"
         assert m.key == m.expected_key
@@ -130,7 +163,7 @@ def test_reload_of_a_changed_model_only(local_stack, stack_dirs):
         result = other.apply(plan)
         assert result.loaded == ("embedder",)
         after = {m.name: m.key for m in other.status().models}
-        assert after["ensemble"] == before["ensemble"]
+        assert after["tensorrt_llm"] == before["tensorrt_llm"]
         assert after["embedder"] != before["embedder"]
         assert other.supervisor.record(TRITON).pid == pid
         assert triton_client.embed(_grpc(other), ["still works"]).shape == (1, 384)

@@ -238,7 +238,7 @@ class TestWatchdog:
         assert new.ports == old.ports and new.argv == old.argv
         triton = _component(st, TRITON)
         assert triton.restarts == 1 and "gone" in triton.last_exit  # the test was its parent
-        assert {m.name: m.state for m in st.models} == {"ensemble": "READY"}
+        assert {m.name: m.state for m in st.models} == {"tensorrt_llm": "READY"}
         assert st.to_dict()["components"][0]["restarts"] == 1
         assert any("restarts" in line for line in st.summary())
         assert "restarting triton" in watched.log_file(WATCHDOG).read_text()
@@ -312,7 +312,7 @@ class TestUpWithoutWatchdog:
         _wait_gone(triton.pid)
         plan = gated.plan()
         actions = {(a.verb, a.subject) for a in plan.actions}
-        assert actions == {("restart", TRITON), ("load", "ensemble")}, plan.actions
+        assert actions == {("restart", TRITON), ("load", "tensorrt_llm")}, plan.actions
         gated.apply(plan, smoke=False)
         again = gated.supervisor.record(TRITON)
         assert again.pid != triton.pid and again.ports == triton.ports

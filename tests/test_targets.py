@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from blueprint_paths import absolute_paths
 
 from llmctl.blueprint import load_blueprint
 from llmctl.errors import LlmctlError
@@ -30,11 +31,7 @@ def _renamed_local(tmp_path: Path, name: str) -> Path:
     """The HR blueprint with its local target renamed, sources still pointing at the corpus."""
     doc = yaml.safe_load(HR.read_text())
     doc["targets"][name] = doc["targets"].pop("local")
-    for source in doc["retrieval"]["sources"]:
-        source["path"] = str((HR.parent / source["path"]).resolve())
-    for key in ("evalSet", "baseline"):
-        if key in (doc.get("gates", {}).get("quality") or {}):
-            doc["gates"]["quality"][key] = str((HR.parent / doc["gates"]["quality"][key]).resolve())
+    absolute_paths(doc, HR.parent)
     out = tmp_path / "renamed.yaml"
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
     return out

@@ -101,7 +101,7 @@ def test_the_wheel_carries_its_assets_and_no_top_level_stacks(venv: Path, tmp_pa
     assert out["stacks"] is False
     for name, folder in out["assets"].items():
         assert folder.startswith(site) and "_assets" in folder, name
-    assert (Path(out["assets"]["engines"]) / "local" / "ensemble" / "model.py").is_file()
+    assert (Path(out["assets"]["engines"]) / "local" / "tensorrt_llm" / "model.py").is_file()
 
 
 def _user_env(venv: Path, cache: Path) -> dict[str, str]:

@@ -16,6 +16,12 @@ r = json.load(open(sys.argv[1]))
 print(r["answer"].strip())
 for i, c in enumerate(r["citations"], 1):
     print(f"  [{i}] {c['title']} — {c['heading']}  ({c['path']}, score {c['score']:.2f})")
+for q in r.get("quotes") or []:
+    print(f"  quote [{q['number']}] \"{q['text']}\"")
+g = r.get("grounding")
+if g:
+    state = "grounded" if g["grounded"] else "withheld, quotes returned" if g["replaced"] else "not grounded"
+    print(f"  grounding {state} (score {g['score']:.2f}; unsupported: {', '.join(g['unsupported']) or 'none'})")
 print(f"  outcome {r['outcome']} · request {r['request_id']}")
 PY
 }

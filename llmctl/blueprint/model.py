@@ -13,6 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from llmctl.blueprint.training import Training, build_training
+
 Auto = Literal["auto"]
 
 
@@ -43,11 +45,31 @@ class Audit:
 
 
 @dataclass(frozen=True)
+class GrowthPhase:
+    """One phase of the scaling plan (requirements.users.growth)."""
+
+    name: str
+    after: str | None
+    requests_per_day: int | None
+    concurrent: int | None
+    peak_concurrent: int | None
+    monthly_budget_usd: float | None
+
+
+@dataclass(frozen=True)
 class Users:
+    """Load: people online (``concurrent``) and requests in flight (``peak_concurrent``) are
+    different numbers; the sizing module derives the second from the request rate when omitted."""
+
     total: int
-    peak_concurrent: int
+    peak_concurrent: int | None  # requests in flight, when the blueprint states it
     requests_per_day: int | None
     growth_factor: float
+    concurrent: int | None = None
+    peak_hour_share: float = 0.1
+    growth: tuple[GrowthPhase, ...] = ()
+    think_time_s: float | None = None  # with concurrent: people's pause between requests
+    peak_requests_per_s: float | None = None  # arrival rate at the peak, when known directly
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,9 @@ class Requirements:
     compliance: tuple[str, ...]
     users: Users
     slo: Slo
+    # enforce: an answer the sources do not back is withheld and its quotes returned instead;
+    # report: returned with its grounding figures. Default: enforce when citations are required.
+    grounding: str = "enforce"
 
 
 @dataclass(frozen=True)
@@ -273,6 +298,7 @@ class Blueprint:
     retrieval: Retrieval
     network: Network
     observability: Observability
+    training: Training | None  # the job spec for `llmctl train`; None: no training section
     targets: MappingProxyType[str, Target]
     raw: MappingProxyType[str, Any] = field(repr=False)
     _gates: MappingProxyType[str, Any] = field(repr=False)
@@ -335,7 +361,10 @@ def canonical_json(value: Any) -> str:
 
 def _gates(d: dict[str, dict[str, Any]], req: Requirements) -> Gates:
     load, quality = d.get("load", {}), d.get("quality", {})
-    users = load.get("users", max(1, round(req.users.peak_concurrent)))
+    # Simulated users default to the requests in flight the blueprint states, else to the
+    # people online, else to 10 (what peakConcurrent defaulted to before it became optional).
+    stated = req.users.peak_concurrent or req.users.concurrent or 10
+    users = load.get("users", max(1, round(stated)))
     return Gates(
         load=LoadGate(
             users=users,
@@ -366,6 +395,7 @@ def build_blueprint(doc: dict[str, Any], path: Path) -> Blueprint:
         data_residency=rq["dataResidency"],
         region=rq.get("region"),
         citations=rq["citations"],
+        grounding=rq.get("grounding") or ("enforce" if rq["citations"] == "required" else "report"),
         audit=Audit(
             required=au["required"],
             retention_days=au.get("retentionDays"),
@@ -377,9 +407,24 @@ def build_blueprint(doc: dict[str, Any], path: Path) -> Blueprint:
         compliance=_t(rq["compliance"]),
         users=Users(
             total=us["total"],
-            peak_concurrent=us["peakConcurrent"],
+            peak_concurrent=us.get("peakConcurrent"),
             requests_per_day=us.get("requestsPerDay"),
             growth_factor=float(us["growthFactor"]),
+            concurrent=us.get("concurrent"),
+            peak_hour_share=float(us["peakHourShare"]),
+            think_time_s=us.get("thinkTimeS"),
+            peak_requests_per_s=us.get("peakRequestsPerSecond"),
+            growth=tuple(
+                GrowthPhase(
+                    name=g["name"],
+                    after=g.get("after"),
+                    requests_per_day=g.get("requestsPerDay"),
+                    concurrent=g.get("concurrent"),
+                    peak_concurrent=g.get("peakConcurrent"),
+                    monthly_budget_usd=g.get("monthlyBudgetUsd"),
+                )
+                for g in us["growth"]
+            ),
         ),
         slo=Slo(
             ttft_p95_ms=float(slo["ttftP95Ms"]),
@@ -480,6 +525,7 @@ def build_blueprint(doc: dict[str, Any], path: Path) -> Blueprint:
         observability=Observability(
             metrics=ob["metrics"], log_level=ob["logLevel"], dashboards=ob["dashboards"]
         ),
+        training=build_training(doc.get("training")),
         targets=MappingProxyType(targets),
         raw=MappingProxyType(doc),
         _gates=MappingProxyType(doc.get("gates") or {}),

@@ -41,6 +41,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "llmctl.cli.audit",
     "llmctl.cli.backup",
     "llmctl.cli.runbook",
+    "llmctl.cli.train",
+    "llmctl.cli.rollout",
 )
 
 

@@ -74,6 +74,7 @@ def up(
     with out.status("planning") as st:
         plan = t.plan(st.update)
     if not plan.changed:
+        _record_revision(blueprint, target)  # a stack started before histories existed
         if output is OutputFormat.json:
             print_json({"changed": False, "plan": plan.to_dict()})
         else:
@@ -87,7 +88,24 @@ def up(
         typer.confirm("apply this plan?", abort=True)
     with out.status("applying") as st:
         result = t.apply(plan, on_progress=st.update)
+    _record_revision(blueprint, target, applied=True)
     emit(result, output)
+
+
+def _record_revision(blueprint: Path, target: str, *, applied: bool = False) -> None:
+    """Every applied plan is a revision (``llmctl history``); local targets record it here."""
+    from llmctl.blueprint import load_blueprint
+    from llmctl.rollout.revisions import record_up
+    from llmctl.state import StackState
+
+    bp = load_blueprint(blueprint)
+    if bp.target(target).is_local:
+        record_up(StackState.of(bp.name, target), bp, applied=applied)
+    elif applied:
+        from llmctl.rollout.kubernetes import record_applied
+        from llmctl.targets.kubernetes import resolve_spec
+
+        record_applied(bp, target, resolve_spec(bp, target))
 
 
 def status(

@@ -1,5 +1,12 @@
 """``llmctl build --target <kubernetes target>``: the production build, end to end.
 
+Two backends (``engine.backend``): ``pytorch``, the default, builds TensorRT-LLM's PyTorch-backend
+model artifact (``llmctl.engine.llmapi``: pinned checkpoint, optional ModelOpt quantisation, the
+LLM-API configuration, the tokenizer) and renders Triton's LLM-API model repository
+(``llmctl.engine.render_llmapi``); ``tensorrt`` builds a TensorRT engine with trtllm-build and
+renders the legacy ensemble, for releases that still have it. Both share the cache, the Job and
+the flow below.
+
 ``build_production`` derives the build spec from the blueprint and the capacity plan, computes
 the engine's key, and then, in this order of preference:
 
@@ -45,7 +52,7 @@ ProgressFn = Callable[[str], None]
 class BuildResult:
     target: str
     key: str  # the engine version
-    spec: BuildSpec
+    spec: Any  # BuildSpec (tensorrt) | llmapi.ArtifactSpec (pytorch)
     steps: tuple[Step, ...]
     dry_run: bool = False
     job_path: Path | None = None
@@ -76,6 +83,8 @@ class BuildResult:
     def summary(self) -> list[str]:
         """The lines ``llmctl build --target <kubernetes target>`` prints."""
         spec = self.spec
+        if not isinstance(spec, BuildSpec):
+            return self._artifact_summary()
         out = [f"engine {self.key} for target {self.target!r}"]
         out.append(
             f"  model     {spec.model_id} ({spec.checkpoint.source}: {spec.checkpoint.revision or spec.checkpoint.ref})"
@@ -90,9 +99,13 @@ class BuildResult:
             f"  limits    batch {spec.max_batch_size}, input {spec.max_input_len}, sequence {spec.max_seq_len}, "
             f"tokens/step {spec.max_num_tokens}, beams {spec.max_beam_width}"
         )
-        out += [f"  note      {note}" for note in spec.notes]
+        return out + self._rest(spec.notes, "steps (not run):")
+
+    def _rest(self, notes: tuple[str, ...], steps_title: str) -> list[str]:
+        """The notes, then the steps (dry run), the Job written, or what the build did."""
+        out = [f"  note      {note}" for note in notes]
         if self.dry_run:
-            out.append("steps (not run):")
+            out.append(steps_title)
             for i, step in enumerate(self.steps, 1):
                 out.append(f"  {i}. {step.name}: {step.description}")
                 out.append(f"     {step.display()}")
@@ -100,12 +113,46 @@ class BuildResult:
         if self.job_path is not None:
             out.append(f"wrote the build Job to {self.job_path} (kubectl apply -f {self.job_path})")
             return out
+        return out + self._outcome()
+
+    def _outcome(self) -> list[str]:
+        out: list[str] = []
         state = "built" if self.built else "unchanged (found in the cache)"
         if self.engine is not None:
-            out.append(f"engine    {state}: {self.engine.engine_dir}")
+            what = self.engine.engine_dir if isinstance(self.spec, BuildSpec) else self.engine.path
+            out.append(f"engine    {state}: {what}")
         if self.repository is not None:
             out.append(f"repository {self.repository.path}")
         return out
+
+    def _artifact_summary(self) -> list[str]:
+        spec = self.spec
+        ck = spec.checkpoint
+        out = [
+            f"model artifact {self.key} for target {self.target!r} (TensorRT-LLM PyTorch backend)"
+        ]
+        out.append(f"  model     {spec.model_id} ({ck.source}: {ck.revision or ck.ref})")
+        out.append(
+            f"  gpu       {spec.gpu} ({spec.gpu_arch}), TP {spec.tp} x PP {spec.pp} x EP {spec.ep}"
+        )
+        release = (
+            "the image's (a tag newer than llmctl's table: keyed by the tag)"
+            if spec.tensorrt_llm.startswith("image:")
+            else spec.tensorrt_llm
+        )
+        out.append(f"  serving   {spec.triton_image}, TensorRT-LLM {release}")
+        quant = spec.quantization if spec.quantization != "none" else "none (checkpoint as is)"
+        out.append(f"  precision quantisation {quant}, kv cache {spec.kv_cache_dtype}")
+        out.append(
+            f"  limits    batch {spec.max_batch_size}, tokens/step {spec.max_num_tokens}, "
+            f"sequence {spec.max_seq_len}, kv fraction {spec.kv_cache_free_gpu_memory_fraction}, "
+            f"chunked prefill {'on' if spec.enable_chunked_prefill else 'off'}, CUDA graphs "
+            + ",".join(map(str, spec.cuda_graph_batch_sizes))
+        )
+        return out + self._rest(
+            spec.notes,
+            "steps (not run; no engine build: the PyTorch backend loads the checkpoint):",
+        )
 
 
 def _noop(_: str) -> None:
@@ -135,11 +182,20 @@ def build_inputs(bp: Blueprint, spec: BuildSpec, key: str) -> dict[str, Any]:
     return {"spec": spec.to_dict(), "identity": spec.identity(), "blueprint": bp.name, "key": key}
 
 
-def resolve(
-    bp: Blueprint, target_name: str | None = None, plan: Any = None
-) -> tuple[BuildSpec, str]:
-    """The build spec and its key (no download, no GPU)."""
+def is_pytorch(bp: Blueprint) -> bool:
+    """Whether production serves TensorRT-LLM's PyTorch backend (the default)."""
+    return bp.engine.backend != "tensorrt"
+
+
+def resolve(bp: Blueprint, target_name: str | None = None, plan: Any = None) -> tuple[Any, str]:
+    """The build spec (``BuildSpec`` for engines, ``ArtifactSpec`` for the PyTorch backend) and
+    its key (no download, no GPU)."""
     _production_target(bp, target_name)
+    if is_pytorch(bp):
+        from llmctl.engine.llmapi import artifact_key, derive_artifact
+
+        artifact = derive_artifact(bp, _plan(bp, plan))
+        return artifact, artifact_key(artifact)
     spec = derive_spec(bp, _plan(bp, plan))
     return spec, engine_key(spec)
 
@@ -157,10 +213,14 @@ def engine_version(bp: Blueprint, target_name: str | None = None, plan: Any = No
     return resolve(bp, target_name, plan)[1]
 
 
-def dry_run_steps(spec: BuildSpec, cache: EngineCache, key: str) -> list[Step]:
+def dry_run_steps(spec: Any, cache: EngineCache, key: str) -> list[Step]:
     from llmctl.engine import trtllm
 
     out = str(cache.root / f".build-{key}-XXXXXX")
+    if not isinstance(spec, BuildSpec):
+        from llmctl.engine import llmapi
+
+        return llmapi.steps(spec, out, checkpoint_dir=f"{out}.hf")
     ckpt = "<huggingface cache snapshot>" if spec.checkpoint.source == "hf" else spec.checkpoint.ref
     found: list[Step] = []
     dl = trtllm.download_step(spec, None)
@@ -208,6 +268,8 @@ def build_production(
         emit_job.parent.mkdir(parents=True, exist_ok=True)
         emit_job.write_text(yaml.safe_dump(job, sort_keys=False, width=1000))
         return BuildResult(target_name, key, spec, steps, job_path=emit_job, job=job)
+    if not isinstance(spec, BuildSpec):
+        return _build_artifact(bp, target_name, spec, key, steps, cache, builder, on_progress)
     entry = cache.lookup(key)
     if entry is None:
         if builder is None:
@@ -248,6 +310,67 @@ def build_production(
     return BuildResult(target_name, key, spec, steps, engine=entry, repository=repository)
 
 
+def _embedder_settings(bp: Blueprint) -> EmbedderSettings | None:
+    if not bp.retrieval.enabled:
+        return None
+    return EmbedderSettings(
+        dimensions=bp.retrieval.embedding.dimensions,
+        encode_batch_size=bp.retrieval.embedding.batch_size,
+    )
+
+
+def artifact_paths(spec: Any, base: str, embedder_dir: str | None) -> Any:
+    """Where the LLM-API model finds the artifact under ``base`` (its folder as the server sees
+    it): the quantised or copied checkpoint inside it, or the pinned Hugging Face id."""
+    from llmctl.engine.render_llmapi import ArtifactPaths
+
+    inside = spec.quantization != "none" or spec.checkpoint.source == "local"
+    return ArtifactPaths(
+        checkpoint=f"{base}/checkpoint" if inside else spec.checkpoint.ref,
+        tokenizer=f"{base}/tokenizer",
+        embedder_model_dir=embedder_dir,
+    )
+
+
+def _build_artifact(
+    bp: Blueprint,
+    target_name: str,
+    spec: Any,
+    key: str,
+    steps: tuple[Step, ...],
+    cache: EngineCache,
+    builder: Builder | None,
+    on_progress: ProgressFn,
+) -> BuildResult:
+    """The PyTorch backend's build: the artifact in the cache, then its LLM-API repository."""
+    from llmctl.engine import llmapi
+    from llmctl.engine.render_llmapi import render_llmapi_repository
+
+    entry = cache.lookup(key)
+    if entry is None:
+        if builder is None:
+            llmapi.require_llm_api(
+                spec,
+                f"run `llmctl build {bp.path} --target {target_name}` on a GPU machine with "
+                f"TensorRT-LLM {spec.tensorrt_llm}, or `--emit-job job.yaml` to build it in the "
+                "cluster",
+            )
+            builder = llmapi.make_builder(spec)
+        entry = cache.ensure(key, build_inputs(bp, spec, key), builder, on_progress)
+    else:
+        on_progress(f"artifact {key} found in the cache; not rebuilding")
+    embedder_dir = runtime_paths(entry, bp).embedder_model_dir
+    repository = render_llmapi_repository(
+        spec,
+        key,
+        cache.root.parent / "trtllm-repositories",
+        artifact_paths(spec, str(entry.path), embedder_dir),
+        embedder=_embedder_settings(bp),
+    )
+    on_progress(f"model repository {repository.path}")
+    return BuildResult(target_name, key, spec, steps, engine=entry, repository=repository)
+
+
 def read_engine_config(entry: EngineEntry) -> dict[str, Any]:
     import json
 
@@ -277,6 +400,18 @@ def render_for_model_store(
 
     spec, key = resolve(bp, target_name, plan)
     base = f"{STORE_MOUNT}/engines/{key}"
+    if not isinstance(spec, BuildSpec):
+        from llmctl.engine.render_llmapi import render_llmapi_repository
+
+        if bp.retrieval.enabled:
+            embedder_model_dir = embedder_model_dir or f"{STORE_MOUNT}/embedder"
+        return render_llmapi_repository(
+            spec,
+            key,
+            out_root,
+            artifact_paths(spec, base, embedder_model_dir if bp.retrieval.enabled else None),
+            embedder=_embedder_settings(bp),
+        )
     embedder = None
     if bp.retrieval.enabled:
         embedder_model_dir = embedder_model_dir or f"{STORE_MOUNT}/embedder"

@@ -69,9 +69,17 @@ def store_volume(model_store: str | None, target_name: str) -> dict[str, Any]:
     )
 
 
-def job_script(spec: BuildSpec, key: str, inputs: dict[str, Any]) -> str:
-    """The container's shell script: skip if built, else fetch, convert, build, manifest, rename."""
+def job_script(spec: Any, key: str, inputs: dict[str, Any]) -> str:
+    """The container's shell script: skip if built, else fetch, convert, build, manifest, rename.
+
+    For the PyTorch backend (an ``llmapi.ArtifactSpec``) the middle is the artifact's steps:
+    fetch into the store's HF cache (where the pods read it), quantise when the plan needs it,
+    tokenizer, LLM-API configuration, and a load-and-generate check; no engine build.
+    """
     from llmctl.engine import trtllm
+
+    if not isinstance(spec, BuildSpec):
+        return _artifact_script(spec, key, inputs)
 
     final = f"{STORE_MOUNT}/engines/{key}"
     tmp = f"{STORE_MOUNT}/engines/.build-{key}-job"
@@ -99,6 +107,25 @@ def job_script(spec: BuildSpec, key: str, inputs: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _artifact_script(spec: Any, key: str, inputs: dict[str, Any]) -> str:
+    from llmctl.engine import llmapi
+
+    final = f"{STORE_MOUNT}/engines/{key}"
+    tmp = f"{STORE_MOUNT}/engines/.build-{key}-job"
+    lines = [
+        "set -euo pipefail",
+        f'if [ -f {final}/manifest.json ]; then echo "artifact {key} already built"; exit 0; fi',
+        f"rm -rf {tmp} && mkdir -p {tmp} {WORK_DIR}",
+    ]
+    lines += [step.shell() for step in llmapi.steps(spec, tmp, checkpoint_dir=f"{WORK_DIR}/hf")]
+    lines.append(
+        shlex.join(["python3", "-c", MANIFEST_SCRIPT, tmp, key, json.dumps(inputs, sort_keys=True)])
+    )
+    lines.append(f"mv -T {tmp} {final}")
+    lines.append(f'echo "artifact {key} built"')
+    return "\n".join(lines) + "\n"
+
+
 def _name(bp_name: str, key: str) -> str:
     base = re.sub(r"[^a-z0-9-]", "-", bp_name.lower()).strip("-")
     suffix = f"-{key[:10]}"
@@ -106,7 +133,7 @@ def _name(bp_name: str, key: str) -> str:
 
 
 def job_manifest(
-    bp: Blueprint, target_name: str, spec: BuildSpec, key: str, inputs: dict[str, Any]
+    bp: Blueprint, target_name: str, spec: Any, key: str, inputs: dict[str, Any]
 ) -> dict[str, Any]:
     target = bp.target(target_name)
     volume = store_volume(target.storage.model_store, target_name)

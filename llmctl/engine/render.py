@@ -108,7 +108,7 @@ def parse_config(text: str, source: str) -> Any:
     return msg
 
 
-def _dtype_name(value: int) -> str:
+def dtype_name(value: int) -> str:
     from tritonclient.grpc import model_config_pb2
 
     return model_config_pb2.DataType.Name(value)
@@ -121,8 +121,8 @@ def _dims_compatible(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 # -- checks ------------------------------------------------------------------------------------
 def check_contract(ensemble: Any, source: str) -> None:
     """The ensemble exposes exactly the contract's tensors, with the contract's types and dims."""
-    got_in = {t.name: (_dtype_name(t.data_type), tuple(t.dims), t.optional) for t in ensemble.input}
-    got_out = {t.name: (_dtype_name(t.data_type), tuple(t.dims)) for t in ensemble.output}
+    got_in = {t.name: (dtype_name(t.data_type), tuple(t.dims), t.optional) for t in ensemble.input}
+    got_out = {t.name: (dtype_name(t.data_type), tuple(t.dims)) for t in ensemble.output}
     problems: list[str] = []
     for name in sorted(set(CONTRACT_INPUTS) - set(got_in)):
         problems.append(f"input {name} missing")
@@ -147,7 +147,7 @@ def check_ensemble(configs: Mapping[str, Any], source: str) -> None:
     """Wiring: every step input is available and typed as produced; every output is produced."""
     ens = configs["ensemble"]
     available: dict[str, tuple[str, tuple[int, ...], str]] = {
-        t.name: (_dtype_name(t.data_type), tuple(t.dims), "the request") for t in ens.input
+        t.name: (dtype_name(t.data_type), tuple(t.dims), "the request") for t in ens.input
     }
     used: set[str] = set()
     problems: list[str] = []
@@ -169,7 +169,7 @@ def check_ensemble(configs: Mapping[str, Any], source: str) -> None:
                 continue
             used.add(tensor)
             dtype, dims, origin = available[tensor]
-            want = (_dtype_name(inputs[key].data_type), tuple(inputs[key].dims))
+            want = (dtype_name(inputs[key].data_type), tuple(inputs[key].dims))
             if dtype != want[0] or not _dims_compatible(dims, want[1]):
                 problems.append(
                     f"{where}: input {key} wants {want[0]} {list(want[1])}, {tensor!r} from {origin} is {dtype} {list(dims)}"
@@ -185,7 +185,7 @@ def check_ensemble(configs: Mapping[str, Any], source: str) -> None:
             if tensor in available:
                 problems.append(f"{where}: tensor {tensor!r} is produced twice")
             available[tensor] = (
-                _dtype_name(outputs[key].data_type),
+                dtype_name(outputs[key].data_type),
                 tuple(outputs[key].dims),
                 where,
             )
@@ -194,9 +194,9 @@ def check_ensemble(configs: Mapping[str, Any], source: str) -> None:
             problems.append(f"ensemble output {t.name} is produced by no step")
         else:
             dtype, dims, origin = available[t.name]
-            if dtype != _dtype_name(t.data_type) or not _dims_compatible(dims, tuple(t.dims)):
+            if dtype != dtype_name(t.data_type) or not _dims_compatible(dims, tuple(t.dims)):
                 problems.append(
-                    f"ensemble output {t.name} is {_dtype_name(t.data_type)} {list(t.dims)}, {origin} makes {dtype} {list(dims)}"
+                    f"ensemble output {t.name} is {dtype_name(t.data_type)} {list(t.dims)}, {origin} makes {dtype} {list(dims)}"
                 )
     for t in ens.input:
         if t.name not in used:
@@ -299,6 +299,20 @@ class RenderedRepository:
     configs: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
 
+def embedder_values(embedder: EmbedderSettings, model_dir: str) -> dict[str, Any]:
+    """The embedder's template values: the same model on both production backends."""
+    return {
+        "max_batch_size": EMBEDDER_MAX_BATCH,
+        "max_queue_delay_us": embedder.max_queue_delay_us,
+        "dimensions": embedder.dimensions,
+        "model_path": model_dir,
+        "instance_count": embedder.instance_count,
+        "n_threads": embedder.n_threads,
+        "encode_batch_size": embedder.encode_batch_size,
+        "max_seq_length": embedder.max_seq_length,
+    }
+
+
 def llm_values(
     spec: BuildSpec, engine_key: str, paths: RuntimePaths, kv_fraction: float
 ) -> dict[str, Any]:
@@ -361,16 +375,7 @@ def render_repository(
     if embedder is not None:
         if not paths.embedder_model_dir:
             raise BuildError("the embedder needs RuntimePaths.embedder_model_dir")
-        models["embedder"] = {
-            "max_batch_size": EMBEDDER_MAX_BATCH,
-            "max_queue_delay_us": embedder.max_queue_delay_us,
-            "dimensions": embedder.dimensions,
-            "model_path": paths.embedder_model_dir,
-            "instance_count": embedder.instance_count,
-            "n_threads": embedder.n_threads,
-            "encode_batch_size": embedder.encode_batch_size,
-            "max_seq_length": embedder.max_seq_length,
-        }
+        models["embedder"] = embedder_values(embedder, paths.embedder_model_dir)
     rendered: dict[str, dict[str, str]] = {}
     copies: dict[str, dict[str, Path]] = {}
     configs: dict[str, Any] = {}
@@ -396,39 +401,57 @@ def render_repository(
         for rel, src in sorted(copies[name].items()):
             h.update(f"{name}/{rel}\0".encode() + src.read_bytes() + b"\n")
     key = h.hexdigest()[:16]
+    files: dict[str, bytes] = {}
+    for name in models:
+        files[f"{name}/config.pbtxt"] = rendered[name]["config.pbtxt"].encode()
+        for rel, src in copies[name].items():
+            files[f"{name}/{rel}"] = src.read_bytes()
+    manifest = {
+        "format": REPO_FORMAT,
+        "key": key,
+        "engine_version": engine_key,
+        "models": sorted(models),
+        "paths": {
+            "engine_dir": paths.engine_dir,
+            "tokenizer_dir": paths.tokenizer_dir,
+            "embedder_model_dir": paths.embedder_model_dir,
+        },
+        "cross_checked_against_engine": engine_config is not None,
+    }
+    final, built = place_repository(out_root, key, tuple(models), files, manifest)
+    return RenderedRepository(final, key, tuple(models), engine_config is not None, built, configs)
+
+
+def place_repository(
+    out_root: Path,
+    key: str,
+    models: tuple[str, ...],
+    files: Mapping[str, bytes],
+    manifest: Mapping[str, Any],
+) -> tuple[Path, bool]:
+    """Write a rendered repository to ``out_root/<key>`` atomically (a temporary folder renamed
+    into place; ``manifest.json`` last). Content-addressed: an existing one is kept as is.
+    Returns the folder and whether it was written now."""
     final = out_root / key
     if (final / "manifest.json").is_file():
-        return RenderedRepository(
-            final, key, tuple(models), engine_config is not None, False, configs
-        )
+        return final, False
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".render-{key}-", dir=out_root))
     try:
         for name in models:
             (tmp / name / "1").mkdir(parents=True)  # Triton needs a version folder, even when empty
-            (tmp / name / "config.pbtxt").write_text(rendered[name]["config.pbtxt"])
-            for rel, src in copies[name].items():
-                shutil.copyfile(src, tmp / name / rel)
-        manifest = {
-            "format": REPO_FORMAT,
-            "key": key,
-            "engine_version": engine_key,
-            "models": sorted(models),
-            "paths": {
-                "engine_dir": paths.engine_dir,
-                "tokenizer_dir": paths.tokenizer_dir,
-                "embedder_model_dir": paths.embedder_model_dir,
-            },
-            "cross_checked_against_engine": engine_config is not None,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for rel, data in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        (tmp / "manifest.json").write_text(json.dumps(dict(manifest), indent=2, sort_keys=True))
         try:
             os.rename(tmp, final)
         except OSError:
             if not (final / "manifest.json").is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+            return final, False
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RenderedRepository(final, key, tuple(models), engine_config is not None, True, configs)
+    return final, True

@@ -44,8 +44,11 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 # Default ``max_num_tokens`` of recent trtllm-build releases: the token budget of one batched step.
 DEFAULT_MAX_NUM_TOKENS = 8192
 
-# NGC Triton images with the TensorRT-LLM backend -> the TensorRT-LLM release inside. The engine
-# must be built by the release that serves it (plan files are not portable across releases).
+# NGC Triton ``-trtllm-python-py3`` images -> the TensorRT-LLM release inside, from Triton's release
+# compatibility matrix (docs/introduction/compatibility.md in triton-inference-server/server; the
+# 2024-2026 edition lists the trtllm-python-py3 container up to 26.07). An engine must be built by the
+# release that serves it (plan files are not portable across releases); a PyTorch-backend artifact's
+# LLM-API configuration is keyed by it too. Tags after the last row are not known to llmctl.
 TRTLLM_BY_TRITON_TAG = {
     "24.07": "0.11.0",
     "24.08": "0.12.0",
@@ -54,7 +57,61 @@ TRTLLM_BY_TRITON_TAG = {
     "24.11": "0.15.0",
     "24.12": "0.16.0",
     "25.01": "0.17.0",
+    "25.02": "0.17.0.post1",
+    "25.03": "0.18.0",
+    "25.04": "0.18.2",
+    "25.05": "0.19.0",
+    "25.06": "0.20.0",
+    "25.07": "0.20.0",
+    "25.08": "0.21.0",
+    "25.09": "1.0.0",
+    "25.10": "1.0.0",
+    "25.11": "1.0.3.2510",
+    "25.12": "1.1.0",
+    "26.01": "1.1.0",
+    "26.02": "1.1.0",
+    "26.03": "1.2.0",
+    "26.04": "1.2.1",
+    "26.05": "1.2.1",
+    "26.06": "1.2.1",
+    "26.07": "1.2.1",
 }
+# The TensorRT engine backend (trtllm-build, convert_checkpoint.py, the inflight-batcher C++
+# backend) was removed after TensorRT-LLM 1.3.0rc20, whose release notes call it "the last one
+# supporting the TensorRT backend" (NVIDIA/TensorRT-LLM PRs #15763, #15907, #15918; migration guide
+# "TensorRT Backend Removed"). Every release in the table above predates the removal.
+LAST_ENGINE_RELEASE = "1.3.0rc20"
+NEWEST_KNOWN_TAG = max(TRTLLM_BY_TRITON_TAG)
+BACKENDS = ("pytorch", "tensorrt")
+
+
+def image_tag(triton_image: str) -> str | None:
+    """The ``YY.MM`` release of an NGC Triton TensorRT-LLM image reference, None when not one."""
+    m = re.search(r":(\d\d\.\d\d)-trtllm", triton_image)
+    return m.group(1) if m else None
+
+
+def engine_build_problem(triton_image: str) -> str | None:
+    """Why ``engine.backend: tensorrt`` cannot work with this image (None when it can).
+
+    Fails closed: an image llmctl cannot place in its table may carry a release without
+    trtllm-build, and an engine build would only find out after pulling 20 GB.
+    """
+    tag = image_tag(triton_image)
+    if tag is None:
+        return (
+            f"{triton_image!r} is not an NGC <YY.MM>-trtllm-python-py3 image, so its TensorRT-LLM "
+            "release (and whether it still ships trtllm-build) is unknown"
+        )
+    if tag in TRTLLM_BY_TRITON_TAG:
+        return None
+    if tag > NEWEST_KNOWN_TAG:
+        return (
+            f"Triton {tag} is newer than the releases known to ship trtllm-build (TensorRT-LLM "
+            f"{LAST_ENGINE_RELEASE} was the last; the newest image known to carry an engine release "
+            f"is {NEWEST_KNOWN_TAG}, TensorRT-LLM {TRTLLM_BY_TRITON_TAG[NEWEST_KNOWN_TAG]})"
+        )
+    return f"Triton {tag} predates the releases llmctl supports (24.07 and later)"
 
 
 @dataclass(frozen=True)
@@ -147,9 +204,9 @@ def trtllm_release(triton_image: str) -> str:
     override = os.environ.get("LLMCTL_TRTLLM_VERSION")
     if override:
         return override
-    m = re.search(r":(\d\d\.\d\d)-trtllm", triton_image)
-    if m and m.group(1) in TRTLLM_BY_TRITON_TAG:
-        return TRTLLM_BY_TRITON_TAG[m.group(1)]
+    tag = image_tag(triton_image)
+    if tag in TRTLLM_BY_TRITON_TAG:
+        return TRTLLM_BY_TRITON_TAG[tag]
     return f"image:{triton_image}"
 
 

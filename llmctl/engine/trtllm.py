@@ -77,9 +77,7 @@ class Step:
 
     def display(self) -> str:
         """``shell()`` for people: the inline validation script is named, not printed."""
-        return shlex.join(
-            "<llmctl validation script>" if a == VALIDATE_SCRIPT else a for a in self.argv
-        )
+        return shlex.join(SCRIPT_LABELS.get(a, a) for a in self.argv)
 
 
 def available() -> str | None:
@@ -336,3 +334,7 @@ def make_builder(spec: BuildSpec, *, validate: bool = True) -> Callable[[Path, P
             shutil.rmtree(work, ignore_errors=True)
 
     return build
+
+
+# Inline scripts -> how ``Step.display`` names them (other step builders add theirs).
+SCRIPT_LABELS: dict[str, str] = {VALIDATE_SCRIPT: "<llmctl validation script>"}

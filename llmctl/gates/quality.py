@@ -8,8 +8,13 @@ same path a real employee takes decides what is retrieved and cited. Scores:
 - citation accuracy: for answerable questions, the top-ranked citation is an answering document;
 - refusal correctness: for restricted questions, nothing the asker may not read is cited (neither
   the restricted document nor anything else outside the asker's groups);
-- answer match (reported, not gated): the answer contains the expected phrase; a 135M model on a
-  laptop is not expected to get this right, a production model is.
+- answer correctness: for answerable questions, the answer the caller gets contains the
+  expected phrase (``expected_answer_contains``); with grounding enforced that answer is either
+  the model's text, checked against its quotes, or the verbatim quotes themselves
+  (``llmctl.gateway.grounding``);
+- grounded rate: of the answers given (outcome ``answered``), the share whose text is backed by
+  its quotes: the model's own text passed the check, or it was withheld and the quotes returned.
+  ``generated_grounded_rate`` (reported) is the share where the model's own text passed.
 
 The baseline is a small JSON file next to the blueprint; a score that falls by more than
 ``max_regression`` below it fails the gate, and ``--update-baseline`` writes the current scores.
@@ -30,9 +35,15 @@ import yaml
 from llmctl.errors import LlmctlError
 from llmctl.gates.results import ERROR, Check, GateResult, ge
 
-METRICS = ("recall_at_k", "citation_accuracy", "refusal_correctness")
+METRICS = (
+    "recall_at_k",
+    "citation_accuracy",
+    "refusal_correctness",
+    "answer_correctness",
+    "grounded_rate",
+)
 BASELINE_VERSION = 1
-PER_QUESTION = ("retrieved", "top_cited", "correct")
+PER_QUESTION = ("retrieved", "top_cited", "correct", "answer_match", "grounded")
 
 
 def load_eval_set(path: str | Path) -> list[dict[str, Any]]:
@@ -101,6 +112,7 @@ def ask_all(
             record["outcome"] = r.body.get("outcome")
             record["answer"] = r.body.get("answer")
             record["citations"] = [c.get("doc_id") for c in r.body.get("citations") or []]
+            record["grounding"] = r.body.get("grounding")
             record["error"] = r.body.get("error") if not r.ok else None
         except LlmctlError as exc:
             record.update(status=None, error=str(exc), citations=[])
@@ -130,6 +142,7 @@ def score(
     acls = doc_acls or {}
     answerable = recall = top1 = contains = 0
     restricted = refusals_ok = errors = 0
+    answered = grounded = generated = 0
     details = []
     for q, r in zip(questions, responses, strict=True):
         cited = list(r.get("citations") or [])
@@ -138,6 +151,13 @@ def score(
         if r.get("status") != 200:
             errors += 1
             row["error"] = r.get("error") or f"HTTP {r.get('status')}"
+        g = r.get("grounding")
+        if r.get("outcome") == "answered":
+            answered += 1
+            backed = bool(g) and bool(g.get("grounded") or g.get("replaced"))
+            grounded += backed
+            generated += bool(g) and bool(g.get("grounded"))
+            row.update(grounded=backed, replaced=bool(g and g.get("replaced")))
         if q.get("kind") == "restricted":
             restricted += 1
             forbidden = set(q.get("restricted_docs") or [])
@@ -168,7 +188,11 @@ def score(
         "recall_at_k": ratio(recall, answerable),
         "citation_accuracy": ratio(top1, answerable),
         "refusal_correctness": ratio(refusals_ok, restricted),
-        "answer_match": ratio(contains, answerable),
+        "answer_correctness": ratio(contains, answerable),
+        "answer_match": ratio(contains, answerable),  # its name before grounding was gated
+        "answered": answered,
+        "grounded_rate": ratio(grounded, answered),
+        "generated_grounded_rate": ratio(generated, answered),
         "details": details,
     }
 
@@ -194,7 +218,7 @@ def write_baseline(
         "eval_set_sha256": eval_hash,
         "blueprint_hash": blueprint_hash,
         "questions": figures.get("questions"),
-        "metrics": {m: figures.get(m) for m in (*METRICS, "answer_match")},
+        "metrics": {m: figures.get(m) for m in (*METRICS, "generated_grounded_rate")},
         # per question, so a shorter run (--eval-limit) is compared with the same questions
         "per_question": {
             str(d["id"]): {k: d[k] for k in ("kind", *PER_QUESTION) if k in d}
@@ -229,10 +253,16 @@ def baseline_metrics(
     def mean(items: list[dict[str, Any]], key: str) -> float | None:
         return round(sum(bool(r.get(key)) for r in items) / len(items), 4) if items else None
 
+    answered = [r for r in rows if "grounded" in r]
     metrics = {
         "recall_at_k": mean(answerable, "retrieved"),
         "citation_accuracy": mean(answerable, "top_cited"),
         "refusal_correctness": mean(restricted, "correct"),
+        # a baseline stored before these were gated has no per-question value: not compared
+        "answer_correctness": mean(answerable, "answer_match")
+        if all("answer_match" in r for r in answerable)
+        else None,
+        "grounded_rate": mean(answered, "grounded") if answered else None,
     }
     return metrics, f"the baseline's results for the same {len(ids)} questions"
 

@@ -17,9 +17,27 @@ from typing import Any
 from llmctl.gates.results import VerifyResult
 
 
+def training_hours(result: VerifyResult) -> dict[str, Any] | None:
+    """The blueprint's last training run's measured hours against its estimate (None: no
+    training section or no run yet), so the release report carries the operator's hand-back."""
+    from llmctl.training.history import for_blueprint
+
+    try:
+        from llmctl.blueprint import load_blueprint
+
+        bp = load_blueprint(result.blueprint_path)
+    except Exception:  # a report is still written when the file moved since the run
+        return None
+    return for_blueprint(bp)
+
+
 def write_json(result: VerifyResult, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    doc = result.to_dict()
+    hours = training_hours(result)
+    if hours is not None:
+        doc["training_hours"] = hours
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     return path
 
 
@@ -169,10 +187,18 @@ def write_html(result: VerifyResult, path: Path, images: Sequence[Path] = ()) ->
         images=list(images) if has_load else [],
         check_gates=[g for g in result.gates if g.name in CHECK_TABLES and g.checks],
         compliance_checks=comp.checks if comp is not None else [],
+        training_lines=_training_lines(result),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _training_lines(result: VerifyResult) -> list[str]:
+    from llmctl.training.history import hours_lines
+
+    hours = training_hours(result)
+    return hours_lines(hours) if hours is not None else []
 
 
 def write_reports(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmctl.gates.results import Check, GateResult
+from llmctl.triton_protocol import EMBED_MODEL, LLM_MODEL
 
 
 def _gateway_health(gateway_url: str) -> list[Check]:
@@ -67,7 +68,7 @@ def run_smoke(
     triton_url: str | None,
     question: dict[str, Any],
     token_for: Callable[[str, list[str]], str],
-    models: tuple[str, ...] = ("ensemble", "embedder"),
+    models: tuple[str, ...] = (LLM_MODEL, EMBED_MODEL),
 ) -> tuple[GateResult, list[dict[str, Any]]]:
     """Health of gateway and Triton, then one answer that must carry a citation."""
     checks = _gateway_health(gateway_url)

@@ -24,10 +24,12 @@ from anyio import CapacityLimiter, to_thread
 from llmctl.gateway.audit import AuditLog, AuditRecord, AuditUnavailable, utc_now_iso
 from llmctl.gateway.auth import Principal
 from llmctl.gateway.config import GatewayConfig
+from llmctl.gateway.grounding import Grounding, Quote
 from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.prompt import PromptPlan
-from llmctl.gateway.protocol import AskResponse, Citation, Refusal, Usage
+from llmctl.gateway.protocol import AskResponse, Citation, GroundingOut, QuoteOut, Refusal, Usage
 from llmctl.gateway.questionkeys import question_fields
+from llmctl.gateway.routing import Arm
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -66,10 +68,15 @@ class RequestAccount:
     principal: Principal | None = None
     question: str | None = None
     plan: PromptPlan | None = None
+    quotes: list[Quote] = field(default_factory=list)  # chosen before generation (grounding)
+    grounding: Grounding | None = None  # the check of the generated text, once it is complete
     completion_tokens: int = 0
     retrieval_s: float = 0.0
     llm_s: float = 0.0
+    grounding_s: float = 0.0  # quote selection plus the check of the answer
     ttft_s: float | None = None
+    finish_reason: str | None = None  # the model's: "stop", "length" (cut at max tokens), ...
+    arm: Arm | None = None  # the revision assigned to this request (llmctl.gateway.routing)
     index_hash: str = ""  # the hash of the index version that served this request's search
     client: str | None = None  # the caller's address, kept only when authentication failed
     recorded: bool = True  # False: a suppressed refusal, counted in metrics but not recorded
@@ -92,6 +99,8 @@ class RequestAccount:
             "overhead_ms": (total - self.llm_s) * 1e3,
             "gateway_ms": (total - self.llm_s - self.retrieval_s) * 1e3,
         }
+        if self.grounding is not None:
+            t["grounding_ms"] = self.grounding_s * 1e3
         if self.ttft_s is not None:
             t["ttft_ms"] = self.ttft_s * 1e3
         return {k: round(v, 3) for k, v in t.items()}
@@ -118,7 +127,40 @@ class RequestAccount:
             usage=self.usage(),
             timings=self.timings(),
             outcome=outcome,
+            quotes=self.quote_models(),
+            grounding=GroundingOut(**self.grounding.as_dict()) if self.grounding else None,
+            finish_reason=self.finish_reason,
+            revision=self.revision,
         )
+
+    @property
+    def revision(self) -> str | None:
+        return self.arm.revision if self.arm is not None else (self.books.config.revision or None)
+
+    def quote_models(self) -> list[QuoteOut]:
+        sources = {s.number: s for s in (self.plan.sources if self.plan else ())}
+        return [
+            QuoteOut(**q.as_dict(sources[q.number])) for q in self.quotes if q.number in sources
+        ]
+
+    def grounding_fields(self) -> dict[str, object] | None:
+        """What the audit keeps of the check: its outcome and figures and which chunks were
+        quoted, never the answer's text (the record holds no text unless the blueprint says)."""
+        g = self.grounding
+        if g is None:
+            return None
+        sources = {s.number: s for s in (self.plan.sources if self.plan else ())}
+        return {
+            "outcome": g.outcome,
+            "mode": g.mode,
+            "score": round(g.score, 4),
+            "unsupported": len(g.unsupported),
+            "quoted_chunks": list(
+                dict.fromkeys(
+                    sources[q.number].chunk_id for q in self.quotes if q.number in sources
+                )
+            ),
+        }
 
     def _record(self, outcome: str, status: int, error: str | None) -> AuditRecord:
         cfg = self.books.config
@@ -148,6 +190,9 @@ class RequestAccount:
             error=error,
             client=self.client,
             suppressed=self.suppressed or None,
+            grounding=self.grounding_fields(),
+            finish_reason=self.finish_reason,
+            revision=self.revision,
         )
 
     def _close(self, outcome: str, status: int, error: str | None) -> AuditRecord | None:
@@ -157,14 +202,22 @@ class RequestAccount:
         record = self._record(outcome, status, error)  # built first: if it raised, a later
         self.finished = True  # finish (the pipeline's error path) could still write one
         self.books.metrics.in_flight.dec()
+        if self.arm is not None:
+            self.books.metrics.revision_in_flight.labels(self.arm.revision).dec()
         return record
 
     def _count(self, outcome: str, status: int) -> None:
         m = self.books.metrics
         m.requests.labels(self.endpoint, outcome).inc()
+        if self.revision:
+            m.revision_requests.labels(self.revision, outcome).inc()
+            if self.completion_tokens:
+                m.revision_completion_tokens.labels(self.revision).inc(self.completion_tokens)
         m.request_seconds.labels(self.endpoint).observe(time.perf_counter() - self.t0)
         if outcome == "answered":
             m.overhead_seconds.observe(max(0.0, time.perf_counter() - self.t0 - self.llm_s))
+            if self.grounding is not None:
+                m.grounding.labels(self.endpoint, self.grounding.outcome).inc()
         log.info(
             "request_id=%s endpoint=%s outcome=%s status=%d sources=%d latency_ms=%.1f",
             self.request_id,

@@ -53,6 +53,7 @@ def build_gateway(
     llm = llm or TritonLLM(
         config.triton_url,
         config.llm_model,
+        protocol=config.llm_protocol,
         connect_timeout_s=lim.triton_connect_timeout_s,
         token_timeout_s=max(lim.triton_first_token_timeout_s, lim.triton_token_timeout_s),
     )

@@ -127,6 +127,11 @@ class AuditRecord:
     stage: str | None = None
     client: str | None = None  # the caller's address, on records of unauthenticated requests
     suppressed: int | None = None  # refusals from ``client`` counted but not recorded before this
+    # the grounding check of an answer: outcome (grounded | replaced | ungrounded), mode, score,
+    # how many spans were unsupported, which chunks were quoted (llmctl.gateway.grounding)
+    grounding: dict[str, Any] | None = None
+    finish_reason: str | None = None  # the model's, for answers: "stop" or "length" (truncated)
+    revision: str | None = None  # the revision that answered (llmctl.rollout.revisions)
     # SHA-256 of the line before this one in the trail (GENESIS for the first): set by AuditLog,
     # so a record removed or edited breaks the chain (``llmctl audit verify``)
     prev: str | None = None

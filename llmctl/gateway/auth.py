@@ -11,6 +11,7 @@ several times cheaper for RSA; signing (per ``llmctl token``) is rare.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -319,11 +320,10 @@ def mint_dev_token(
     ttl_s: int = 3600,
 ) -> str:
     """Sign a token for ``user`` with the stack's dev key (local target only)."""
-    from cryptography.hazmat.primitives import serialization
-
     dev = load_dev_issuer(state_dir)
     try:
-        private_key = serialization.load_pem_private_key(dev.key_path.read_bytes(), password=None)
+        st = dev.key_path.stat()
+        private_key = _dev_key(str(dev.key_path), st.st_mtime_ns, st.st_size)
     except OSError as exc:
         raise AuthSetupError(f"{dev.key_path}: cannot read the dev signing key: {exc}") from exc
     now = int(time.time())
@@ -338,6 +338,15 @@ def mint_dev_token(
     }
     _set_claim(claims, dev.groups_claim, sorted({g for g in groups if g}))
     return jwt.encode(claims, private_key, algorithm="RS256", headers={"kid": dev.kid})
+
+
+@functools.lru_cache(maxsize=8)
+def _dev_key(path: str, mtime_ns: int, size: int) -> Any:
+    """The dev signing key, parsed once per file version: loading a PEM RSA key checks it
+    (~25 ms), which made every minted token cost that much (load and verify mint hundreds)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
 
 
 def _set_claim(claims: dict[str, Any], path: str, value: Any) -> None:

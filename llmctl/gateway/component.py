@@ -22,6 +22,7 @@ from llmctl.gateway.auth import DEV_JWKS_FILE, dev_issuer_name, ensure_dev_issue
 from llmctl.gateway.config import GatewayConfig, config_bytes, config_from_blueprint, write_config
 from llmctl.gateway.questionkeys import ensure_question_keys, question_keys_path
 from llmctl.state import StackState
+from llmctl.triton_protocol import LLM_MODEL
 
 if TYPE_CHECKING:
     from llmctl.blueprint.model import Blueprint
@@ -104,7 +105,7 @@ def gateway_factory(
 
     def factory(target: Any, endpoints: Mapping[str, str], prepare: bool = True) -> Any:
         state = Path(target.state_dir)
-        engine = engine_hash or target.repository.keys(target.spec).get("ensemble", "")
+        engine = engine_hash or target.repository.keys(target.spec).get(LLM_MODEL, "")
         return gateway_component(
             state,
             bp,
@@ -177,6 +178,10 @@ def gateway_component(
     # describes exactly the config `up` writes.
     keys = ensure_question_keys(state) if prepare else question_keys_path(state)
     config = replace(config, audit=replace(config.audit, question_key_path=str(keys)))
+    from llmctl.rollout.revisions import revision_from_config
+
+    revision = revision_from_config(config, bp.section_hash("retrieval"))
+    config = config.with_changes(revision=revision.id, routing_path=str(layout.routing_file))
     path = layout.gateway_config
     if prepare:
         # Refused here, before the process starts, so `up` says why in one line.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError
 from llmctl.state import StackState
+from llmctl.triton_protocol import ENSEMBLE, LEGACY_LLM_MODEL, LLM_MODEL, LLMAPI
 
 if TYPE_CHECKING:
     from llmctl.blueprint.model import Blueprint
@@ -123,7 +124,14 @@ class GatewayConfig:
     target: str = "local"
     triton_url: str = "http://127.0.0.1:8000"  # Triton HTTP (v2 protocol): generation, readiness
     triton_grpc_url: str = "127.0.0.1:8001"  # Triton gRPC: question embeddings (TritonEmbedder)
-    llm_model: str = "ensemble"
+    # The LLM's Triton model and wire format (llmctl.triton_protocol): TensorRT-LLM's LLM-API
+    # model on every target, the legacy "ensemble" only for engine.backend: tensorrt.
+    llm_model: str = "tensorrt_llm"
+    llm_protocol: str = "llmapi"
+    # The revision this config answers as (llmctl.rollout.revisions) and the routing file that
+    # may put other revisions beside it (llmctl.gateway.routing; None: this one answers all).
+    revision: str = ""
+    routing_path: str | None = None
     index_dir: str | None = None
     blueprint_hash: str = ""
     engine_hash: str = ""
@@ -134,7 +142,14 @@ class GatewayConfig:
     # holding one; None: a byte-based upper bound (llmctl/gateway/tokens.py).
     tokenizer: str | None = None
     stop_words: tuple[str, ...] = ("<|im_end|>",)
-    temperature: float = 0.0
+    temperature: float = 0.0  # greedy: a policy question has one right answer, every time
+    # Repetition control, passed where the LLM client takes them (llmctl.gateway.pipeline): a
+    # small model otherwise loops ("DAG is a data validation tool ..." four times).
+    frequency_penalty: float = 0.3
+    presence_penalty: float = 0.0
+    seed: int | None = 0
+    # "enforce" | "report" (llmctl.gateway.grounding); the blueprint's requirements.grounding
+    grounding: str = "enforce"
     log_level: str = "info"
     metrics: bool = True
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -189,6 +204,10 @@ def config_from_dict(data: dict[str, Any]) -> GatewayConfig:
     if config.auth.mode == "oidc" and not (config.auth.jwks_path or config.auth.jwks_url):
         raise GatewayConfigError(
             "auth.mode is 'oidc' but neither auth.jwks_path nor jwks_url is set"
+        )
+    if config.grounding not in ("enforce", "report"):
+        raise GatewayConfigError(
+            f"grounding must be 'enforce' or 'report', not {config.grounding!r}"
         )
     if config.prompt_format not in ("chat", "plain"):
         raise GatewayConfigError(
@@ -281,18 +300,24 @@ def config_from_blueprint(
     max_input = min(int(model.max_input_tokens), context_tokens - max_output)
     retrieval = bp.retrieval
     audit_bp = bp.requirements.audit
+    # TensorRT engines (engine.backend: tensorrt) are served through the legacy ensemble; every
+    # other case, the local stand-in included, is the LLM-API model.
+    legacy = kind != "local" and bp.engine.backend == "tensorrt"
     return GatewayConfig(
         blueprint_name=bp.name,
         target=target,
         triton_url=triton_url,
         triton_grpc_url=triton_grpc_url,
         index_dir=index_dir,
+        llm_model=LEGACY_LLM_MODEL if legacy else LLM_MODEL,
+        llm_protocol=ENSEMBLE if legacy else LLMAPI,
         blueprint_hash=bp.hash,
         engine_hash=engine_hash,
         chat_template=chat_template,
         index_hash=index_hash,
         log_level=(bp.observability.log_level or "info").lower(),
         metrics=bp.observability.metrics,
+        grounding=str(getattr(bp.requirements, "grounding", "enforce")),
         auth=AuthConfig(
             mode=auth_bp.mode,
             issuer=dev_issuer if dev_jwks_path else auth_bp.issuer,

@@ -115,7 +115,12 @@ class OpenAIDialect(Dialect):
             id=f"chatcmpl-{result.request_id}",
             created=int(time.time()),
             model=self.model,
-            choices=[ChatChoice(message=ChatMessage(content=result.answer))],
+            choices=[
+                ChatChoice(
+                    message=ChatMessage(content=result.answer),
+                    finish_reason=openai_finish(result.finish_reason),
+                )
+            ],
             usage=result.usage,
             citations=result.citations,
             llmctl=_llmctl(result),
@@ -144,12 +149,22 @@ class OpenAIDialect(Dialect):
             id=f"chatcmpl-{result.request_id}",
             created=int(time.time()),
             model=self.model,
-            choices=[ChatStreamChoice(delta=DeltaMessage(), finish_reason="stop")],
+            choices=[
+                ChatStreamChoice(
+                    delta=DeltaMessage(), finish_reason=openai_finish(result.finish_reason)
+                )
+            ],
             usage=result.usage,
             citations=result.citations,
             llmctl=_llmctl(result),
         )
         return [sse(None, last.model_dump()), SSE_DONE]
+
+
+def openai_finish(reason: str | None) -> str:
+    """OpenAI's ``finish_reason`` from the model's: ``length`` when the output budget cut the
+    answer, ``stop`` otherwise (the LLM API's ``cancelled`` never reaches a finished answer)."""
+    return "length" if reason == "length" else "stop"
 
 
 def _llmctl(result: AskResponse) -> LlmctlInfo:
@@ -160,4 +175,7 @@ def _llmctl(result: AskResponse) -> LlmctlInfo:
         index_hash=result.index_hash,
         timings=result.timings,
         outcome=result.outcome,
+        quotes=result.quotes,
+        grounding=result.grounding,
+        revision=result.revision,
     )

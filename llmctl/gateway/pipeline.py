@@ -14,6 +14,12 @@ chunk and ``[DONE]``; ``error`` when it fails) follows the completion record. A 
 turns an answer into a JSON 503 naming the sink (``audit_unavailable``), never an unrecorded
 answer, and ``/readyz`` reports 503 until the sink takes records again.
 
+Grounding (``llmctl.gateway.grounding``): quotes are chosen from the prompt's sources before
+generation; the complete answer is checked against them before it is recorded. With
+``grounding: enforce`` no answer byte leaves unchecked, so a stream is generated and checked
+first and then sent after its intent record (its TTFT is the whole generation); with ``report``
+it streams as generated and the check rides on its ``final`` event.
+
 Every call to Triton has a deadline, and after one fails the ``Breaker`` answers 503 at once
 until a bounded probe sees Triton healthy again (``llmctl.gateway.resilience``).
 
@@ -32,27 +38,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from llmctl.gateway import grounding
 from llmctl.gateway.accounting import RequestAccount, audit_refusal
 from llmctl.gateway.audit import AuditLog, AuditUnavailable
 from llmctl.gateway.auth import Authenticator, AuthError
 from llmctl.gateway.backends import BackendTimeout, BackendUnavailable, LLMClient, Retriever
 from llmctl.gateway.config import GatewayConfig
+from llmctl.gateway.decoding import answer_embedder, output_tokens, sampling_options
 from llmctl.gateway.dialects import SSE_MEDIA_TYPE, Dialect
 from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.prompt import NO_SOURCE_ANSWER, ChatFrame, build_prompt, select_hits
 from llmctl.gateway.protocol import BadRequest, GatewayRequest, Refusal, json_object, parse_request
 from llmctl.gateway.ratelimit import TokenBucketLimiter
 from llmctl.gateway.resilience import Breaker, Pools, UnauthenticatedGuard, retry_after
+from llmctl.gateway.routing import Arm, Router
 from llmctl.gateway.tokens import TokenCounter
 
 log = logging.getLogger("llmctl.gateway")
@@ -71,6 +82,7 @@ class Gateway:
     retriever: Retriever
     frame: ChatFrame
     tokens: TokenCounter  # the served model's tokenizer (or its bound): sizes every prompt
+    router: Router | None = None  # which revision answers (None: from config.routing_path)
 
     def __post_init__(self) -> None:
         rl = self.config.rate_limit
@@ -78,6 +90,46 @@ class Gateway:
         self.breaker = Breaker(self._backends_ready)
         self.breaker.on_change = lambda is_open: self.metrics.backend_open.set(int(is_open))
         self.guard = UnauthenticatedGuard(rl.unauthenticated_per_minute, rl.unauthenticated_burst)
+        self.sampling = sampling_options(self.llm, self.config)
+        self.reports_finish = takes_option(self.llm, "on_finish")
+        self.embed = answer_embedder(self.retriever, self.pools)
+        if self.router is None:
+            path = self.config.routing_path
+            self.router = Router(Path(path) if path else None, self.config.revision)
+        self._llms: dict[str, LLMClient] = {}
+
+    # -- revisions (llmctl.gateway.routing) -------------------------------------------------------
+    def assign(self, req: RequestAccount) -> Arm:
+        """The revision this request is served by: sticky per subject, from the routing file."""
+        if req.arm is None:
+            assert self.router is not None
+            subject = (
+                req.principal.subject if req.principal and not req.principal.anonymous else None
+            )
+            req.arm = self.router.choose(subject, req.request_id)
+            self.metrics.revision_in_flight.labels(req.arm.revision).inc()
+        return req.arm
+
+    def setting(self, req: RequestAccount, name: str, default: Any) -> Any:
+        """The arm's value of a per-revision setting (``llmctl.rollout.revisions.SETTINGS``)."""
+        value = (req.arm.settings if req.arm is not None else {}).get(name)
+        return default if value is None else value
+
+    def llm_for(self, arm: Arm | None) -> LLMClient:
+        """The client of the arm's model version (the configured one when it names none)."""
+        version = arm.llm_version if arm is not None else None
+        url = arm.llm_url if arm is not None else None
+        if version is None and url is None:
+            return self.llm
+        key = f"{url or ''}#{version or ''}"
+        if key not in self._llms:
+            sibling = getattr(self.llm, "for_version", None)
+            self._llms[key] = sibling(version, url) if sibling is not None else self.llm
+        return self._llms[key]
+
+    def canary(self, req: RequestAccount) -> bool:
+        """A canary's own model failing must not trip the breaker for the stable revision."""
+        return req.arm is not None and req.arm.role in ("canary", "b")
 
     async def _backends_ready(self) -> tuple[bool, str]:
         """What the breaker probes: Triton's LLM and, where the retriever can say, its embedder."""
@@ -183,7 +235,9 @@ class Gateway:
         default), bounded by ``max_top_k``."""
         assert req.principal is not None and req.question is not None
         lim = self.config.limits
-        top_k = lim.default_top_k if top_k is None else min(top_k, lim.max_top_k)
+        self.assign(req)
+        default_top_k = int(self.setting(req, "top_k", lim.default_top_k))
+        top_k = default_top_k if top_k is None else min(top_k, lim.max_top_k)
         self.fail_fast()
         t = time.perf_counter()
         try:
@@ -219,14 +273,42 @@ class Gateway:
             functools.partial(
                 build_prompt,
                 req.question,
-                select_hits(hits, lim.min_score),
-                max_input_tokens=lim.max_input_tokens,
+                select_hits(hits, float(self.setting(req, "min_score", lim.min_score))),
+                max_input_tokens=int(self.setting(req, "max_input_tokens", lim.max_input_tokens)),
                 max_source_chars=lim.max_source_chars,
                 tokens=self.tokens,
                 frame=self.frame,
             ),
             limiter=self.pools.index,
         )
+        t = time.perf_counter()
+        req.quotes = grounding.select_quotes(grounding.candidates(req.question, req.plan.sources))
+        req.grounding_s += time.perf_counter() - t
+
+    async def ground(self, req: RequestAccount, answer: str) -> str:
+        """Check the complete generated ``answer`` against its quotes (``req.grounding``) and
+        return what the caller gets: with ``enforce``, the quotes instead of an unsupported
+        answer."""
+        assert req.plan is not None and req.question is not None
+        t = time.perf_counter()
+        try:
+            req.grounding = await grounding.check(
+                answer,
+                req.question,
+                req.plan.sources,
+                req.quotes,
+                mode=self.config.grounding,
+                embed=self.embed,
+            )
+        except (BackendTimeout, BackendUnavailable) as exc:  # the embedder, for a rare sentence
+            log.warning("request_id=%s grounding without the embedder: %s", req.request_id, exc)
+            req.grounding = await grounding.check(
+                answer, req.question, req.plan.sources, req.quotes, mode=self.config.grounding
+            )
+        text = grounding.compose(answer, req.grounding, req.quotes)
+        req.grounding_s += time.perf_counter() - t
+        self.metrics.grounding_seconds.observe(req.grounding_s)
+        return text
 
     def fail_fast(self) -> None:
         """503 at once while Triton is considered down (see ``resilience.Breaker``)."""
@@ -234,15 +316,27 @@ class Gateway:
         if reason is not None:
             raise Refusal(503, "unavailable", f"{reason}; retry shortly", {"Retry-After": "2"})
 
+    def finish_hook(self, req: RequestAccount) -> dict[str, Any]:
+        """``on_finish`` for clients that report why the model stopped (the LLM-API model's
+        ``finish_reason``): it lands on the account, so the answer and its record say it."""
+        if not self.reports_finish:
+            return {}
+        return {"on_finish": functools.partial(setattr, req, "finish_reason")}
+
     def generate(self, req: RequestAccount) -> AsyncIterator[str]:
         """Deltas from the LLM with timing kept on ``req``; errors become refusals."""
         assert req.plan is not None
         lim = self.config.limits
-        agen = self.llm.stream(
+        assert req.question is not None
+        budget = int(self.setting(req, "max_output_tokens", lim.max_output_tokens))
+        sampling = {k: self.setting(req, k, v) for k, v in self.sampling.items()}
+        agen = self.llm_for(req.arm).stream(
             req.plan.text,
-            max_tokens=lim.max_output_tokens,
-            stop_words=self.config.stop_words,
-            temperature=self.config.temperature,
+            max_tokens=output_tokens(req.question, budget),
+            stop_words=tuple(self.setting(req, "stop_words", self.config.stop_words)),
+            temperature=float(self.setting(req, "temperature", self.config.temperature)),
+            **sampling,
+            **self.finish_hook(req),
         )
 
         async def timed() -> AsyncIterator[str]:
@@ -260,19 +354,25 @@ class Gateway:
                     except StopAsyncIteration:
                         return
                     except (TimeoutError, BackendTimeout):
-                        self.breaker.trip("the model did not answer in time")
+                        if not self.canary(req):
+                            self.breaker.trip("the model did not answer in time")
                         raise Refusal(
                             504, "timeout", "the model did not answer in time", {"Retry-After": "5"}
                         ) from None
                     except BackendUnavailable as exc:
                         log.warning("request_id=%s llm unavailable: %s", req.request_id, exc)
-                        self.breaker.trip("the model is unavailable")
+                        if not self.canary(req):
+                            self.breaker.trip("the model is unavailable")
                         raise Refusal(
                             503, "unavailable", "the model is unavailable", {"Retry-After": "5"}
                         ) from None
                     if req.ttft_s is None:
                         req.ttft_s = time.perf_counter() - req.t0
                         self.metrics.ttft_seconds.observe(req.ttft_s)
+                        if req.revision:
+                            self.metrics.revision_ttft_seconds.labels(req.revision).observe(
+                                req.ttft_s
+                            )
                     req.completion_tokens += 1
                     self.metrics.generated_tokens.inc()
                     yield delta
@@ -306,7 +406,7 @@ async def serve(gw: Gateway, request: Request, dialect: Dialect) -> Response:
                 return _error(dialect, req, _audit_failed(gw.audit))
             return _json(req, dialect.body(req.result(NO_SOURCE_ANSWER, "no_source")))
         deltas = gw.generate(req)
-        if asked.stream:
+        if asked.stream and gw.config.grounding != "enforce":
             first = await anext(deltas, None)  # a down Triton is a 503 now, not a broken stream
             try:
                 await req.intent()
@@ -314,8 +414,19 @@ async def serve(gw: Gateway, request: Request, dialect: Dialect) -> Response:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await deltas.aclose()  # type: ignore[attr-defined]
                 raise
-            return _event_stream(req, _answer_stream(dialect, req, deltas, first))
-        answer = "".join([d async for d in deltas]).strip()
+            return _event_stream(req, _answer_stream(gw, dialect, req, deltas, first))
+        if asked.stream:
+            # enforce: the verbatim quotes go out at the first token (they need no check); the
+            # generated text only once it is complete and checked (_checked_stream)
+            first = await anext(deltas, None)
+            try:
+                await req.intent()
+            except Refusal:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await deltas.aclose()  # type: ignore[attr-defined]
+                raise
+            return _event_stream(req, _checked_stream(gw, dialect, req, deltas, first))
+        answer = await gw.ground(req, "".join([d async for d in deltas]).strip())
         if not await req.finish("answered", 200):
             return _error(dialect, req, _audit_failed(gw.audit))
         return _json(req, dialect.body(req.result(answer, "answered")))
@@ -387,8 +498,54 @@ async def _no_source_stream(dialect: Dialect, req: RequestAccount) -> AsyncItera
             await req.finish("client_disconnected", 499)
 
 
+async def _checked_stream(
+    gw: Gateway,
+    dialect: Dialect,
+    req: RequestAccount,
+    deltas: AsyncIterator[str],
+    first: str | None,
+) -> AsyncIterator[bytes]:
+    """An ``enforce`` stream: the quotes first (verbatim source text), then, once the whole
+    answer is generated and checked, its verified summary or the line saying none could be
+    composed; no generated byte leaves unchecked. The final event follows the completion record."""
+    preface = grounding.quotes_preface(req.quotes)
+    parts = [first] if first is not None else []
+    try:
+        if preface:
+            yield dialect.delta(preface, True, req.request_id)
+        try:
+            parts += [d async for d in deltas]
+        except Refusal as refusal:  # Triton failed mid-answer: the status line is already sent
+            await req.finish(refusal.outcome, refusal.status, refusal.message)
+            yield dialect.stream_error(refusal, req.request_id)
+            return
+        checked = await gw.ground(req, "".join(parts).strip())
+        if preface:
+            tail = (
+                grounding.UNVERIFIED_LINE if req.grounding and req.grounding.replaced else checked
+            )
+            answer = f"{preface}\n\n{tail}"
+        else:
+            tail = answer = checked
+        yield dialect.delta(("\n\n" if preface else "") + tail, not preface, req.request_id)
+        if not await req.finish("answered", 200):
+            yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
+            return
+        for event in dialect.final(req.result(answer, "answered")):
+            yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            await req.finish("client_disconnected", 499)
+            with contextlib.suppress(Exception):
+                await deltas.aclose()  # type: ignore[attr-defined]
+
+
 async def _answer_stream(
-    dialect: Dialect, req: RequestAccount, deltas: AsyncIterator[str], first: str | None
+    gw: Gateway,
+    dialect: Dialect,
+    req: RequestAccount,
+    deltas: AsyncIterator[str],
+    first: str | None,
 ) -> AsyncIterator[bytes]:
     parts: list[str] = []
     try:
@@ -409,6 +566,7 @@ async def _answer_stream(
             yield dialect.stream_error(Refusal(500, "error", "internal error"), req.request_id)
             return
         answer = "".join(parts).strip()
+        await gw.ground(req, answer)  # report: the text went out as generated; scored here
         # on disk before the caller sees the final event
         if not await req.finish("answered", 200):
             yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
@@ -420,3 +578,11 @@ async def _answer_stream(
             await req.finish("client_disconnected", 499)
             with contextlib.suppress(Exception):
                 await deltas.aclose()  # type: ignore[attr-defined]
+
+
+def takes_option(llm: LLMClient, name: str) -> bool:
+    """Whether the LLM client's ``stream`` names ``name`` (test doubles take fewer options)."""
+    try:
+        return name in inspect.signature(llm.stream).parameters
+    except (TypeError, ValueError):
+        return False

@@ -36,7 +36,9 @@ NO_SOURCE_ANSWER = (
 
 SYSTEM_PROMPT = (
     "You answer questions about internal documents. Use only the numbered sources below. "
-    "Cite the sources you use as [1], [2]. If the sources do not contain the answer, say so."
+    "Answer in one or two short sentences. Give the exact figure, date or name as the source "
+    "writes it, and cite its source as [1] or [2]. If the sources do not contain the answer, "
+    "say so."
 )
 
 

@@ -235,6 +235,25 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class QuoteOut(BaseModel):
+    """A verbatim span of source ``number``'s text (an exact substring of what the model saw)."""
+
+    number: int
+    doc_id: str
+    chunk_id: str
+    text: str
+
+
+class GroundingOut(BaseModel):
+    """How well the generated text is supported by its cited text (``grounding.check``)."""
+
+    mode: Literal["enforce", "report"]
+    score: float  # share of the answer's sentences supported, 0..1
+    grounded: bool
+    unsupported: list[str]  # the sentences or facts (numbers, names) the sources do not back
+    replaced: bool  # enforce: the generated text was withheld and the quotes returned instead
+
+
 class AskResponse(BaseModel):
     """The native answer: the body of ``POST /v1/ask`` and its stream's ``final`` event. The
     pipeline builds this one result; the OpenAI dialect re-shapes it."""
@@ -248,6 +267,13 @@ class AskResponse(BaseModel):
     usage: Usage
     timings: dict[str, float]  # ms; ttft_ms only when a token was generated
     outcome: str
+    # verbatim supporting passages, numbered like the citations (llmctl.gateway.grounding)
+    quotes: list[QuoteOut] = Field(default_factory=list)
+    grounding: GroundingOut | None = None  # None: nothing was generated (no source, refusals)
+    # why the model stopped: "stop" (done) or "length" (cut at the output budget); None when
+    # nothing was generated or the model did not say
+    finish_reason: str | None = None
+    revision: str | None = None  # the revision that answered (llmctl history names it)
 
 
 class AskError(BaseModel):
@@ -280,6 +306,9 @@ class LlmctlInfo(BaseModel):
     index_hash: str
     timings: dict[str, float]
     outcome: str
+    quotes: list[QuoteOut] = Field(default_factory=list)
+    grounding: GroundingOut | None = None
+    revision: str | None = None
 
 
 class ChatMessage(BaseModel):

@@ -1,6 +1,6 @@
-"""Chat messages -> the prompt string the ``ensemble`` model receives as ``text_input``.
+"""Chat messages -> the prompt string the LLM model (``tensorrt_llm``) receives as ``text_input``.
 
-TensorRT-LLM's ensemble takes a fully formatted prompt and so does the local stand-in: formatting
+TensorRT-LLM's LLM-API model takes a fully formatted prompt and so does the local stand-in: formatting
 is the caller's job (the gateway), never the model's, so one prompt behaves the same on every
 target. For the local GGUF the template is the one stored in the file
 (``tokenizer.chat_template``, read without loading the weights); ChatML is the fallback because

@@ -1,6 +1,6 @@
 """Build the local target's Triton model repository into a content-addressed cache.
 
-Each model (``ensemble``, ``embedder``) is rendered from ``engines/local/<model>/`` into
+Each model (``tensorrt_llm``, ``embedder``) is rendered from ``engines/local/<model>/`` into
 ``$LLMCTL_CACHE/local/models/<model>-<key>/`` where the key hashes everything that decides what the
 model serves: the template files, the rendered parameters and the sha256 of the weights. So an
 unchanged model is never rebuilt, a changed one gets a new key (and ``up`` reloads exactly that
@@ -28,6 +28,7 @@ from llmctl.assets import asset_dir
 from llmctl.errors import BuildError
 from llmctl.local.onnx_export import EXPORT_FORMAT, OPSET, export_embedder
 from llmctl.local.spec import LocalStackSpec
+from llmctl.triton_client import LLM_MODEL
 
 ENV_CACHE = "LLMCTL_CACHE"
 ENV_TEMPLATES = "LLMCTL_LOCAL_TEMPLATES"
@@ -176,16 +177,16 @@ def model_inputs(spec: LocalStackSpec, digests: DigestCache) -> list[ModelInputs
     gguf_sha = digests.file(llm.gguf)
     models = [
         ModelInputs(
-            name="ensemble",
-            template_dir=tdir / "ensemble",
+            name=LLM_MODEL,
+            template_dir=tdir / LLM_MODEL,
             parameters={
-                "max_batch_size": llm.max_batch_size,
                 "gguf_path": str(llm.gguf.resolve()),
                 "gguf_sha256": gguf_sha,
                 "n_ctx": llm.context_tokens,
                 "n_threads": llm.threads,
                 "n_threads_batch": llm.threads,
                 "n_batch": llm.n_batch,
+                "repeat_penalty": llm.repeat_penalty,
             },
             weights={"gguf": gguf_sha},
         )

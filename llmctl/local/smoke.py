@@ -47,7 +47,7 @@ def run_smoke(
         except StackError as exc:
             raise StackError(f"smoke test: streamed generation failed: {exc}") from exc
         if deltas == 0:
-            raise StackError("smoke test: the ensemble model streamed no tokens")
+            raise StackError("smoke test: the LLM model (tensorrt_llm) streamed no tokens")
     shape = None
     if embedder:
         vectors = triton_client.embed(grpc_url, list(SMOKE_TEXTS))

@@ -93,8 +93,10 @@ class LlmSpec:
     gguf: Path
     context_tokens: int = 2048
     threads: int = field(default_factory=default_threads)
-    max_batch_size: int = 8
     n_batch: int = 512
+    # llama.cpp's multiplicative repeat penalty: a model setting, because TensorRT-LLM's LLM-API
+    # model takes no per-request repetition penalty (only frequency/presence penalties).
+    repeat_penalty: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ def _secrets(state: StackState, dst: Path) -> list[str]:
     return copied
 
 
-def _file_list(root: Path) -> list[dict[str, Any]]:
+def file_list(root: Path) -> list[dict[str, Any]]:
     return [
         {
             "path": p.relative_to(root).as_posix(),
@@ -253,7 +253,7 @@ def _file_list(root: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _check_destination(dest: Path) -> None:
+def check_destination(dest: Path) -> None:
     if dest.exists() and not dest.is_dir():
         raise BackupError(f"{dest}: exists and is not a folder; choose a new or empty folder")
     if dest.is_dir() and any(dest.iterdir()):
@@ -277,7 +277,7 @@ def backup(
     if not state.dir.is_dir():
         raise BackupError(f"{state.dir}: no state for {bp.name!r} ({target}); nothing to back up")
     dest = local_folder(to)
-    _check_destination(dest)
+    check_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     warnings: list[str] = []
@@ -327,10 +327,10 @@ def backup(
                 else "left out by default: with the question keys anyone can test guesses "
                 "against the trail's question HMACs (llmctl backup --include-secrets)",
             },
-            "files": _file_list(tmp),
+            "files": file_list(tmp),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _check_destination(dest)  # nothing appeared there meanwhile
+        check_destination(dest)  # nothing appeared there meanwhile
         os.replace(tmp, dest)  # onto a missing or empty folder: the backup appears whole
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -342,21 +342,27 @@ def backup(
 def verify_backup(folder: Path) -> dict[str, Any]:
     """MANIFEST.json of ``folder`` once every file it lists has its size and sha256 and no
     other file is there; a one-line BackupError naming the first that does not."""
+    return verify_folder(folder, "llmctl-backup", FORMAT, "backup")
+
+
+def verify_folder(folder: Path, kind: str, fmt: int, what: str) -> dict[str, Any]:
+    """``verify_backup`` for any folder written with ``file_list`` (backups, revision archives):
+    its MANIFEST.json of ``kind`` and ``fmt``, every listed file whole, nothing else there."""
     path = folder / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BackupError(f"{path}: missing; {folder} is not an llmctl backup") from None
+        raise BackupError(f"{path}: missing; {folder} is not an llmctl {what}") from None
     except (OSError, ValueError) as exc:
-        raise BackupError(f"{path}: unreadable ({exc}); the backup is damaged") from None
-    if manifest.get("kind") != "llmctl-backup" or manifest.get("format") != FORMAT:
-        raise BackupError(f"{path}: not an llmctl backup of format {FORMAT}")
+        raise BackupError(f"{path}: unreadable ({exc}); the {what} is damaged") from None
+    if manifest.get("kind") != kind or manifest.get("format") != fmt:
+        raise BackupError(f"{path}: not an llmctl {what} of format {fmt}")
     listed = {}
     for entry in manifest.get("files") or []:
         rel = str(entry.get("path", ""))
         p = folder / rel
         if rel.startswith("/") or ".." in Path(rel).parts:
-            raise BackupError(f"{path}: lists {rel!r}, outside the backup; the backup is damaged")
+            raise BackupError(f"{path}: lists {rel!r}, outside the {what}; it is damaged")
         if not p.is_file():
             raise BackupError(f"{p}: listed in {MANIFEST_FILE} but missing; nothing restored")
         if p.stat().st_size != entry.get("bytes") or sha256_file(p) != entry.get("sha256"):

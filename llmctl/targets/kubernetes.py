@@ -54,11 +54,14 @@ class KubernetesPlan(Result):
             "blueprint_hash": self.spec.blueprint_hash,
             "engine_hash": self.spec.engine_hash,
             "index_hash": self.spec.index_hash,
+            "routing": self.spec.routing,
         }
 
     def summary(self) -> list[str]:
+        from llmctl.rollout.kubernetes import traffic_lines
+
         changes = ", ".join(f"{k} {v}" for k, v in sorted(self.changes.items())) or "nothing"
-        return [f"stack {self.stack!r}: {changes}"]
+        return [f"stack {self.stack!r}: {changes}", *traffic_lines(self.spec)]
 
 
 @dataclass
@@ -102,8 +105,10 @@ def resolve_spec(
     *,
     capacity_plan: Any = None,
     build_job: dict[str, Any] | None = None,
+    rollout: bool = True,
 ) -> StackSpec:
-    """The spec for one kubernetes target of a blueprint, sizing it when no plan is given."""
+    """The spec for one kubernetes target of a blueprint, sizing it when no plan is given; with
+    ``rollout``, the rollout in progress applied (``llmctl.rollout.kubernetes``)."""
     target = bp.target(target_name)
     if target.type != "kubernetes":
         raise StackError(f"target {target_name!r} is a {target.type} target, not kubernetes")
@@ -112,7 +117,15 @@ def resolve_spec(
         from llmctl.sizing.blueprint import request_from_blueprint
 
         capacity_plan = plan(request_from_blueprint(bp))
-    return spec_from_blueprint(bp, target_name, capacity_plan, build_job=build_job)
+    spec = spec_from_blueprint(bp, target_name, capacity_plan, build_job=build_job)
+    from llmctl.rollout.kubernetes import read_intent
+
+    intent = read_intent(bp, target_name) if rollout else None
+    if intent is not None:
+        from llmctl.stacks.spec import with_rollout
+
+        spec = with_rollout(spec, intent)
+    return spec
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The ``local`` target: the whole stack as supervised processes on this machine.
 
-Triton (from the nvidia-pytriton wheel) serves ``ensemble`` and ``embedder`` from a model
+Triton (from the nvidia-pytriton wheel) serves ``tensorrt_llm`` and ``embedder`` from a model
 repository under the stack's state directory (``llmctl.state.StackState``:
 ``$LLMCTL_HOME/<blueprint>/<target>/``). Triton runs
 with explicit model control, so applying a changed plan reloads only the models whose build key

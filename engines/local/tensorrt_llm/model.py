@@ -1,19 +1,23 @@
-"""Triton python-backend stand-in for the TensorRT-LLM ``ensemble`` model (llmctl local target).
+"""Triton python-backend stand-in for TensorRT-LLM's LLM-API model ``tensorrt_llm`` (local target).
 
-Runs a GGUF with llama-cpp-python on CPU and speaks the TensorRT-LLM ensemble's tensors, so a
-client cannot tell it from production:
+Runs a GGUF with llama-cpp-python on CPU and answers exactly as the LLM-API model of current
+``-trtllm-python-py3`` images does (``triton_backend/all_models/llmapi/tensorrt_llm`` in
+NVIDIA/TensorRT-LLM), so a client cannot tell it from production:
 
-- ``text_input`` is the complete prompt, exactly as TensorRT-LLM receives it: the caller (the
-  gateway) applies the model's chat template. Nothing is added here, so the same prompt gives the
-  same behaviour on every target. ``llmctl.local.prompt`` renders chat messages with the GGUF's
-  own template for the local model.
-- decoupled: with ``stream`` true every response carries one text delta, then an empty final
-  response (TRITONSERVER_RESPONSE_COMPLETE_FINAL); with ``stream`` false one response carries the
-  whole completion (the prompt is never echoed).
-- sampling: ``temperature`` absent or 0 is greedy decoding (TensorRT-LLM's default);
-  ``top_k``/``top_p``/``repetition_penalty``/``presence_penalty``/``frequency_penalty``/
-  ``random_seed``/``stop_words`` map onto llama.cpp; ``end_id``, ``pad_id``, ``bad_words``,
-  ``min_length`` and ``return_log_probs`` are accepted and ignored; ``beam_width`` > 1 is refused.
+- ``text_input`` is the complete prompt: the caller (the gateway) applies the chat template, as
+  it must for the LLM-API model's plain-text input. ``llmctl.local.prompt`` renders messages with
+  the GGUF's own template for the local model.
+- decoupled; with ``streaming`` true every response carries the whole text generated so far in
+  ``text_output`` (the LLM API's ``CompletionOutput.text`` is cumulative; clients take the new
+  suffix), and the last one carries TRITONSERVER_RESPONSE_COMPLETE_FINAL. With ``streaming``
+  false one final response carries the whole completion. The prompt is never echoed.
+- ``finish_reason`` (with ``return_finish_reason``) is the string of the LLM API's value:
+  ``None`` while streaming, then ``stop``, ``length`` or ``cancelled``.
+- sampling: ``sampling_param_temperature`` absent or 0 is greedy decoding; ``top_k``, ``top_p``,
+  ``frequency_penalty``, ``presence_penalty``, ``seed``, ``stop`` and ``max_tokens`` (default 32,
+  the LLM API's) map onto llama.cpp; llama.cpp's multiplicative repeat penalty is a model setting
+  (``repeat_penalty`` parameter), as TensorRT-LLM's LLM-API model exposes none per request.
+  ``best_of`` > 1, images and LoRA adapters are refused with a clear error.
 
 This file is copied verbatim into the model repository; it must import only what the Triton
 python environment has (llama_cpp, numpy, triton_python_backend_utils).
@@ -36,6 +40,22 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 CANCEL_CHECK_S = 0.1  # a cancelled request stops within about this long
+DEFAULT_MAX_TOKENS = 32  # tensorrt_llm.SamplingParams' default
+UNSUPPORTED = ("image_url", "lora_id", "lora_name", "lora_path")
+
+
+def _version_settings(args: dict) -> dict:
+    """Per-version overrides of the model's parameters (``<version>/settings.json``).
+
+    Triton's parameters belong to the model, not a version; a canary revision served beside the
+    stable one as a second version (``llmctl rollout``) carries its own GGUF and context here.
+    """
+    path = os.path.join(args.get("model_repository", ""), str(args.get("model_version", "")))
+    path = os.path.join(path, "settings.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return {str(k): {"string_value": str(v)} for k, v in json.load(fh).items()}
 
 
 def _param(config: dict, key: str, default: str | None = None) -> str:
@@ -70,8 +90,8 @@ def _strings(request, name: str) -> list[str]:
     return out
 
 
-def _text_tensor(text: str) -> pb_utils.Tensor:
-    return pb_utils.Tensor("text_output", np.array([[text.encode("utf-8")]], dtype=np.object_))
+def _strings_tensor(name: str, text: str) -> pb_utils.Tensor:
+    return pb_utils.Tensor(name, np.array([text.encode("utf-8")], dtype=np.object_))
 
 
 class TritonPythonModel:
@@ -81,11 +101,14 @@ class TritonPythonModel:
         from llama_cpp import Llama
 
         config = json.loads(args["model_config"])
+        config["parameters"] = {**config.get("parameters", {}), **_version_settings(args)}
+        self.version = str(args.get("model_version", ""))
         path = _param(config, "gguf_path")
         if not os.path.isfile(path):
             raise pb_utils.TritonModelException(f"GGUF file not found: {path}")
         threads = int(_param(config, "n_threads", "0")) or (os.cpu_count() or 1)
         threads_batch = int(_param(config, "n_threads_batch", "0")) or threads
+        self.repeat_penalty = float(_param(config, "repeat_penalty", "1.0"))
         self.llm = Llama(
             model_path=path,
             n_ctx=int(_param(config, "n_ctx", "2048")),
@@ -95,7 +118,9 @@ class TritonPythonModel:
             verbose=False,
         )
         self.logger = pb_utils.Logger
-        self.logger.log_info(f"ensemble: loaded {path} ({threads} threads)")
+        self.logger.log_info(
+            f"tensorrt_llm version {self.version}: loaded {path} ({threads} threads)"
+        )
 
     def execute(self, requests):
         for request in requests:
@@ -109,54 +134,84 @@ class TritonPythonModel:
                 )
         return None
 
+    def _sampling(self, request) -> dict:
+        if int(_scalar(request, "sampling_param_best_of", 1) or 1) > 1:
+            raise ValueError("sampling_param_best_of > 1 is not supported by the local target")
+        temperature = float(_scalar(request, "sampling_param_temperature", 0.0) or 0.0)
+        kwargs = {
+            "max_tokens": max(
+                1, int(_scalar(request, "sampling_param_max_tokens", DEFAULT_MAX_TOKENS))
+            ),
+            "temperature": temperature,
+            "top_k": int(_scalar(request, "sampling_param_top_k", 0) or 0)
+            if temperature > 0
+            else 1,
+            "top_p": float(_scalar(request, "sampling_param_top_p", 1.0) or 1.0),
+            "repeat_penalty": self.repeat_penalty,
+            "presence_penalty": float(_scalar(request, "sampling_param_presence_penalty", 0.0)),
+            "frequency_penalty": float(_scalar(request, "sampling_param_frequency_penalty", 0.0)),
+            "stop": _strings(request, "sampling_param_stop") or None,
+            "stream": True,
+        }
+        seed = _scalar(request, "sampling_param_seed")
+        if seed is not None:
+            kwargs["seed"] = int(seed) & 0x7FFFFFFF
+        return kwargs
+
+    def _response(
+        self, request, text: str, finish: str | None, times: dict
+    ) -> pb_utils.InferenceResponse:
+        tensors = [_strings_tensor("text_output", text)]
+        if _scalar(request, "return_finish_reason", False):
+            tensors.append(_strings_tensor("finish_reason", str(finish)))
+        if _scalar(request, "return_stop_reason", False):
+            tensors.append(_strings_tensor("stop_reason", "None"))
+        if finish is not None and _scalar(request, "sampling_param_return_perf_metrics", False):
+            for name, value in times.items():
+                tensors.append(pb_utils.Tensor(name, np.array([value], dtype=np.int64)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
     def _generate(self, request, sender) -> None:
+        arrived = time.time_ns()
+        if _scalar(request, "stop", False):  # the LLM-API model's cancel-by-request-id call
+            raise RuntimeError("Request cancelled by client")
+        for name in UNSUPPORTED:
+            if pb_utils.get_input_tensor_by_name(request, name) is not None:
+                raise ValueError(f"{name} is not supported by the local target")
         prompts = _strings(request, "text_input")
         if len(prompts) != 1:
             raise ValueError("send exactly one non-empty text_input per request")
-        if int(_scalar(request, "beam_width", 1) or 1) > 1:
-            raise ValueError("beam_width > 1 is not supported by the local target")
-        max_tokens = int(_scalar(request, "max_tokens", 16))
-        stream = bool(_scalar(request, "stream", False))
-        temperature = float(_scalar(request, "temperature", 0.0))
-        kwargs = {
-            "max_tokens": max(1, max_tokens),
-            "temperature": temperature,
-            "top_k": int(_scalar(request, "top_k", 0) or 0) if temperature > 0 else 1,
-            "top_p": float(_scalar(request, "top_p", 1.0) or 1.0),
-            "repeat_penalty": float(_scalar(request, "repetition_penalty", 1.0)),
-            "presence_penalty": float(_scalar(request, "presence_penalty", 0.0)),
-            "frequency_penalty": float(_scalar(request, "frequency_penalty", 0.0)),
-            "stop": _strings(request, "stop_words") or None,
-            "stream": True,
-        }
-        seed = _scalar(request, "random_seed")
-        if seed is not None:
-            kwargs["seed"] = int(seed) & 0x7FFFFFFF
+        kwargs = self._sampling(request)
+        streaming = bool(_scalar(request, "streaming", False))
+        times = {"arrival_time_ns": arrived, "first_scheduled_time_ns": time.time_ns()}
 
         is_cancelled = getattr(request, "is_cancelled", lambda: False)
-        pieces: list[str] = []
+        text = ""
+        finish = None
         # is_cancelled() is a round trip to the server process; asking on every token cost ~10%
         # of streaming throughput on two cores, so ask at most every CANCEL_CHECK_S.
         next_check = time.monotonic() + CANCEL_CHECK_S
         for chunk in self.llm.create_completion(prompts[0], **kwargs):
-            delta = chunk["choices"][0]["text"]
+            choice = chunk["choices"][0]
+            delta = choice["text"]
+            finish = choice.get("finish_reason") or None
             if time.monotonic() >= next_check:
                 if is_cancelled():
+                    finish = "cancelled"
                     break
                 next_check = time.monotonic() + CANCEL_CHECK_S
-            if not delta:
-                continue
-            if stream:
-                sender.send(pb_utils.InferenceResponse(output_tensors=[_text_tensor(delta)]))
-            else:
-                pieces.append(delta)
-        if stream:
-            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        else:
-            sender.send(
-                pb_utils.InferenceResponse(output_tensors=[_text_tensor("".join(pieces))]),
-                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-            )
+            if delta:
+                if not text:
+                    times["first_token_time_ns"] = time.time_ns()
+                text += delta
+                if streaming and finish is None:
+                    sender.send(self._response(request, text, None, times))
+        times.setdefault("first_token_time_ns", time.time_ns())
+        times["last_token_time_ns"] = time.time_ns()
+        sender.send(
+            self._response(request, text, finish or "cancelled", times),
+            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+        )
 
     def finalize(self) -> None:
         self.llm = None

@@ -13,6 +13,7 @@ from llmctl.blueprint.rules import (
     audit_sink,
     auth_required,
     citations_retrieval,
+    engine_backend,
     gates_vs_slo,
     ingress_world,
     k8s_namespace,
@@ -26,6 +27,10 @@ from llmctl.blueprint.rules import (
     slo_budget,
     target_local,
     tensor_parallel_heads,
+    training_data,
+    training_partition,
+    training_time,
+    users_in_flight,
 )
 from llmctl.blueprint.rules.base import Rule, RuleContext
 from llmctl.blueprint.yamlpos import Located
@@ -33,6 +38,7 @@ from llmctl.blueprint.yamlpos import Located
 _MODULES = (
     model_context,
     tensor_parallel_heads,
+    engine_backend,
     model_fits_gpu,
     residency_egress,
     residency_endpoint,
@@ -44,9 +50,13 @@ _MODULES = (
     ingress_world,
     auth_required,
     replicas_bounds,
+    users_in_flight,
     k8s_namespace,
     target_local,
     retrieval_sources,
+    training_partition,
+    training_time,
+    training_data,
 )
 
 RULES: tuple[Rule, ...] = tuple(
