@@ -487,15 +487,34 @@ def _event_stream(req: RequestAccount, events: AsyncIterator[bytes]) -> Streamin
 async def _no_source_stream(dialect: Dialect, req: RequestAccount) -> AsyncIterator[bytes]:
     try:
         yield dialect.delta(NO_SOURCE_ANSWER, True, req.request_id)
-        # on disk before the caller sees the final event
-        if not await req.finish("no_source", 200):
-            yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
-            return
-        for event in dialect.final(req.result(NO_SOURCE_ANSWER, "no_source")):
+        async for event in _closing_events(dialect, req, NO_SOURCE_ANSWER, "no_source"):
             yield event
     finally:
         with anyio.CancelScope(shield=True):  # no-op when already finished
             await req.finish("client_disconnected", 499)
+
+
+async def _stream_failure(dialect: Dialect, req: RequestAccount, exc: Exception) -> bytes:
+    """The error event ending a stream whose status line is sent: a refusal as itself, anything
+    else as an internal error; its completion record is written first."""
+    if isinstance(exc, Refusal):
+        await req.finish(exc.outcome, exc.status, exc.message)
+        return dialect.stream_error(exc, req.request_id)
+    log.exception("request_id=%s internal error while streaming", req.request_id)
+    await req.finish("error", 500, type(exc).__name__)
+    return dialect.stream_error(Refusal(500, "error", "internal error"), req.request_id)
+
+
+async def _closing_events(
+    dialect: Dialect, req: RequestAccount, answer: str, outcome: str = "answered"
+) -> AsyncIterator[bytes]:
+    """A stream's last events: the final one once its completion record is on disk, else the
+    error naming the sink."""
+    if not await req.finish(outcome, 200):
+        yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
+        return
+    for event in dialect.final(req.result(answer, outcome)):
+        yield event
 
 
 async def _checked_stream(
@@ -515,9 +534,8 @@ async def _checked_stream(
             yield dialect.delta(preface, True, req.request_id)
         try:
             parts += [d async for d in deltas]
-        except Refusal as refusal:  # Triton failed mid-answer: the status line is already sent
-            await req.finish(refusal.outcome, refusal.status, refusal.message)
-            yield dialect.stream_error(refusal, req.request_id)
+        except Exception as exc:  # Triton failed mid-answer: the status line is already sent
+            yield await _stream_failure(dialect, req, exc)
             return
         checked = await gw.ground(req, "".join(parts).strip())
         if preface:
@@ -528,10 +546,7 @@ async def _checked_stream(
         else:
             tail = answer = checked
         yield dialect.delta(("\n\n" if preface else "") + tail, not preface, req.request_id)
-        if not await req.finish("answered", 200):
-            yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
-            return
-        for event in dialect.final(req.result(answer, "answered")):
+        async for event in _closing_events(dialect, req, answer):
             yield event
     finally:
         with anyio.CancelScope(shield=True):
@@ -556,22 +571,13 @@ async def _answer_stream(
             async for delta in deltas:
                 parts.append(delta)
                 yield dialect.delta(delta, False, req.request_id)
-        except Refusal as refusal:  # Triton failed mid-stream: the status line is already sent
-            await req.finish(refusal.outcome, refusal.status, refusal.message)
-            yield dialect.stream_error(refusal, req.request_id)
-            return
-        except Exception as exc:
-            log.exception("request_id=%s internal error while streaming", req.request_id)
-            await req.finish("error", 500, type(exc).__name__)
-            yield dialect.stream_error(Refusal(500, "error", "internal error"), req.request_id)
+        except Exception as exc:  # Triton failed mid-stream: the status line is already sent
+            yield await _stream_failure(dialect, req, exc)
             return
         answer = "".join(parts).strip()
         await gw.ground(req, answer)  # report: the text went out as generated; scored here
         # on disk before the caller sees the final event
-        if not await req.finish("answered", 200):
-            yield dialect.stream_error(_audit_failed(req.books.audit), req.request_id)
-            return
-        for event in dialect.final(req.result(answer, "answered")):
+        async for event in _closing_events(dialect, req, answer):
             yield event
     finally:
         with anyio.CancelScope(shield=True):
