@@ -71,7 +71,7 @@ def main() -> int:
     torch_rows = load_rows(PYTORCH_CSV)
     online_rows = load_online_rows(ONLINE_CSV)
     doc = fit_constants(rows, ttft_rows, iters=args.iters, online_rows=online_rows)
-    doc = fit_pytorch(torch_rows, doc, iters=args.iters)
+    doc = fit_pytorch(torch_rows, doc, iters=args.iters, restarts=1)
     params = (*FITTED, *ONLINE_FITTED, TTFT_FITTED, *PYTORCH_FITTED)
     fitted = "\n".join(f"#   {'.'.join(path)}" for path, _, _ in params)
     text = HEADER.format(

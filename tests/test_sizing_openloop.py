@@ -91,7 +91,42 @@ def test_ttft_under_load_queues_behind_other_prefills() -> None:
     assert ttft == sorted(ttft)
     # NIM measured 689 ms at 25 concurrent; without the queue the model said ~400 ms.
     assert ttft[2] > 1.3 * ttft[0]
-    assert abs(ttft[2] / 688.69 - 1) < 0.25
+    assert abs(ttft[2] / 688.69 - 1) < 0.20  # the issue's bar
+
+
+def test_overlap_scheduler_delays_the_first_token_by_a_step() -> None:
+    """The PyTorch backend reads a step's outputs back while the next step runs; TensorRT
+    engines (no overlap scheduler) do not pay that step."""
+    from llmctl.sizing.constants import perf_constants
+    from llmctl.sizing.performance import _engine, _prefill_steps, _queued_prefill
+
+    model, gpu, prec, tp, isl, osl = NIM
+    arch, dev = load_architecture(model), get_gpu(gpu)
+    torch = _engine(arch, dev, prec, tp, "pytorch")
+    _, _, t_dec = _prefill_steps(torch, isl, 8.0, osl)
+    base, _ = _queued_prefill(torch, isl, 8.0, osl, 0.0)
+    assert float(perf_constants("pytorch")["overlap_scheduler_steps"]) == 1.0
+    assert float(perf_constants("tensorrt").get("overlap_scheduler_steps", 0.0)) == 0.0
+    front = (
+        float(torch.c["serving_overhead_ms"]) * 1e-3 + float(torch.c["request_overhead_ms"]) * 1e-3
+    )
+    prefill, _, _ = _prefill_steps(torch, isl, 8.0, osl)
+    assert base == pytest.approx(prefill + front + t_dec, rel=1e-9)
+
+
+def test_a_long_prompt_holds_its_share_of_the_step_budget() -> None:
+    """The prefill queue's service time: the prompt's own extra work plus the share of its
+    steps' decode time its tokens take from the budget (isl / max_num_tokens)."""
+    from llmctl.sizing.performance import _engine, _prefill_steps
+
+    model, gpu, prec, tp, isl, osl = NIM
+    e = _engine(load_architecture(model), get_gpu(gpu), prec, tp, "pytorch")
+    chunk = int(e.c["max_num_tokens"])
+    t, held, t_dec = _prefill_steps(e, isl, 25.0, osl)
+    assert isl < chunk  # one step
+    assert held == pytest.approx(t - t_dec + isl / chunk * t_dec, rel=1e-9)
+    _, short, _ = _prefill_steps(e, 100, 25.0, osl)
+    assert short < held / 10
 
 
 def test_open_loop_obeys_littles_law_and_has_tails() -> None:

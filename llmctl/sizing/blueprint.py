@@ -21,6 +21,12 @@ _AUTO = {None, "auto"}
 _ENGINE_BACKENDS = {"tensorrt", "tensorrt-engine", "trt", "engine"}
 
 
+def sizing_backend(engine: Any) -> str:
+    """The execution backend ``engine.backend`` names, as the sizing model spells it."""
+    backend = str(getattr(engine, "backend", "") or "").lower()
+    return "tensorrt" if backend in _ENGINE_BACKENDS else "pytorch"
+
+
 def _opt(value: Any) -> Any:
     return None if value in _AUTO else value
 
@@ -55,7 +61,6 @@ def request_from_blueprint(bp: Blueprint) -> SizingRequest:
     tp = _opt(getattr(engine, "tensor_parallel", None)) if engine is not None else None
     growth = float(getattr(req.users, "growth_factor", 1) or 1)
     load = blueprint_load(bp)
-    backend = str(getattr(engine, "backend", "") or "").lower()
     retrieval_ms = 0.0
     if retrieval.enabled:
         retrieval_ms = float(retrieval.latency_budget_ms or 0)
@@ -66,7 +71,7 @@ def request_from_blueprint(bp: Blueprint) -> SizingRequest:
         isl=int(model.max_input_tokens),
         osl=int(model.max_output_tokens),
         **load_fields(load),
-        backend="tensorrt" if backend in _ENGINE_BACKENDS else "pytorch",
+        backend=sizing_backend(engine),
         growth_factor=growth,
         ttft_p95_ms=float(req.slo.ttft_p95_ms),
         latency_p95_ms=float(req.slo.latency_p95_ms),

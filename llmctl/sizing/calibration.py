@@ -89,7 +89,23 @@ def load_rows(name: str = THROUGHPUT_CSV) -> list[Row]:
                     backend=backend,
                 )
             )
-    return rows
+    return [_as_benchmarked(r) for r in rows]
+
+
+# Releases whose perf-overview ran every MoE model with ``--ep $ep_size`` and
+# ``enable_attention_dp: true`` ("Reproducing Benchmarked Results", TensorRT-LLM 1.0): their
+# "TPn" MoE columns are attention data parallel with the experts over the n GPUs (DEP n).
+# 0.20 and 0.21 passed only ``--tp``; 1.2 and later print DEP columns (already ep = n).
+MOE_ATTENTION_DP_RELEASES = frozenset({"1.0.0"})
+
+
+def _as_benchmarked(row: Row) -> Row:
+    """The parallel layout a row actually ran with, where its page's commands say more than its
+    column header."""
+    if row.release in MOE_ATTENTION_DP_RELEASES and row.ep == 1 and row.tp > 1:
+        if _arch(row.model).is_moe:
+            return replace(row, ep=row.tp)
+    return row
 
 
 @cache

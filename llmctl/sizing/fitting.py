@@ -61,12 +61,14 @@ PYTORCH_FITTED: tuple[tuple[tuple[str, ...], float, float], ...] = (
     (("pytorch", "global", "sequence_overhead_us"), 0.0, 20.0),
     (("pytorch", "global", "step_overhead_ms"), 0.0, 5.0),
     # Full-hidden-state memory passes per layer and token (norms, residuals, activations) that
-    # TP does not divide, and the EP all-to-all's share of the link.
+    # TP does not divide, and the share of the link the EP all-gather/reduce-scatter reach.
     (("pytorch", "global", "activation_passes"), 0.0, 60.0),
-    (("pytorch", "global", "alltoall_efficiency"), 0.05, 1.0),
+    (("pytorch", "global", "ep_collective_efficiency"), 0.05, 1.0),
     # Memory the PyTorch runtime keeps beside weights and KV (CUDA-graph pools, allocator cache,
     # NCCL and MoE workspaces): it decides the batch wherever the KV cache is the limit.
     (("pytorch", "global", "runtime_reserve_gib"), 0.5, 30.0),
+    # Per pipeline-stage step (hand-over and synchronisation of each micro-batch).
+    (("pytorch", "global", "pp_step_overhead_ms"), 0.0, 10.0),
 )
 
 # Where every fit starts, and what unfitted constants are. Round, physically plausible values:
@@ -83,11 +85,12 @@ PRIORS: dict[str, Any] = {
         "sequence_overhead_us": 2.0,
         "request_overhead_ms": 3.0,
         "layer_overhead_us": 0.0,  # fitted to the online rows (TensorRT engines)
+        "pp_step_overhead_ms": 0.0,  # TensorRT engines: no PP rows to fit it on (assumption)
         "serving_overhead_ms": 0.0,  # fitted to the online rows
         # TensorRT engines fuse norms and residual adds into GEMM epilogues (assumption; the
         # 0.17 rows have no TP8 dense long-context spread to fit it on).
         "activation_passes": 0.0,
-        "alltoall_efficiency": 0.5,  # no EP rows for engines: of the order PyTorch's fit finds
+        "ep_collective_efficiency": 0.5,  # no EP rows for engines: of the order PyTorch's fit finds
         "allreduce_efficiency": 0.7,
         "allreduce_latency_us": 10.0,  # NCCL small-message latency (assumption)
         "moe_gemm_efficiency": 0.8,
@@ -113,8 +116,12 @@ PRIORS: dict[str, Any] = {
             "step_overhead_ms": 0.3,
             "layer_overhead_us": 0.0,  # CUDA graphs on: launches hidden (assumption)
             "activation_passes": 10.0,
-            "alltoall_efficiency": 0.5,
+            "ep_collective_efficiency": 0.5,
             "runtime_reserve_gib": 2.0,
+            "pp_step_overhead_ms": 0.5,
+            # TorchLlmArgs.disable_overlap_scheduler defaults to False: the host prepares the
+            # next step while the GPU runs this one, which delays a first token by a step.
+            "overlap_scheduler_steps": 1.0,
         },
         "families": {
             "hopper": {"mbu": 0.8, "mfu": {"fp8": 0.5, "fp16": 0.55}},
@@ -310,11 +317,13 @@ def fit_constants(
 
 
 def fit_pytorch(
-    rows: Sequence[Row], base: dict[str, Any] | None = None, iters: int = 400
+    rows: Sequence[Row], base: dict[str, Any] | None = None, iters: int = 400, restarts: int = 0
 ) -> dict[str, Any]:
     """Return ``base`` (the shipped or just-fitted document) with ``PYTORCH_FITTED`` fitted to
     PyTorch-backend throughput ``rows``; the TensorRT-engine constants are left as they are."""
     doc = _fit(base or PRIORS, PYTORCH_FITTED, rows, predict_throughput, iters)
+    for _ in range(restarts):  # a fresh simplex from the optimum: NM's simplex can collapse
+        doc = _fit(propagate_priors(doc), PYTORCH_FITTED, rows, predict_throughput, iters)
     return propagate_priors(doc)
 
 

@@ -19,7 +19,7 @@ of a model that nearly fills its GPU), the requested concurrency, or the engine 
 Pipeline parallelism splits the layers into ``pp`` stages that work on ``pp`` micro-batches at
 once (a token takes ``pp`` stage steps); expert parallelism is TensorRT-LLM's DEP layout:
 attention data parallel (each GPU decodes its own sequences with the whole non-expert model)
-and the experts split over ``ep`` GPUs, exchanging tokens by two all-to-alls per MoE layer.
+and the experts split over ``ep`` GPUs, an all-gather and a reduce-scatter per MoE layer.
 Efficiencies are per execution backend (``constants.BACKENDS``). TTFT under load adds the wait
 for the prefills ahead of a new request (``queueing``; the open loop is ``openloop``).
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from llmctl.sizing.architecture import Architecture
@@ -81,6 +82,42 @@ class _Engine:
     def ranks(self) -> int:
         """GPUs that hold sequences of their own (attention data parallel), else 1."""
         return self.ep if self.ep > 1 else 1
+
+    # The step's terms that do not depend on the batch, computed once per engine: the planner's
+    # open-loop search evaluates ``step_time`` about 10^5 times per blueprint.
+    @cached_property
+    def compute_rate(self) -> float:
+        return self.peak * self.mfu
+
+    @cached_property
+    def stream_rate(self) -> float:
+        return self.bw * self.mbu
+
+    @cached_property
+    def comm_line(self) -> tuple[float, float]:
+        """(seconds per token, seconds per step) of the step's collectives: linear in tokens."""
+        fixed = _comm_time(self, 0.0)
+        return _comm_time(self, 1.0) - fixed, fixed
+
+    @cached_property
+    def host_line(self) -> tuple[float, float]:
+        """(seconds per decoding sequence, seconds per step) outside the GPU kernels' work."""
+        c = self.c
+        fixed = float(c["step_overhead_ms"]) * 1e-3
+        # Kernel launches and synchronisation of each layer's kernels, when no CUDA graph
+        # hides them.
+        fixed += self.layers * float(c.get("layer_overhead_us", 0.0)) * 1e-6
+        if self.pp > 1:
+            # Each stage step hands its micro-batch to the next stage and waits for the one
+            # behind (send/receive, synchronisation, the executor loop): a fitted constant.
+            fixed += float(c.get("pp_step_overhead_ms", 0.0)) * 1e-3
+        return float(c["sequence_overhead_us"]) * 1e-6, fixed
+
+    @cached_property
+    def act_per_token(self) -> float:
+        """Seconds of full-hidden-state traffic per token (norms, residuals, activations)."""
+        passes = float(self.c["activation_passes"])
+        return passes * self.layers * self.arch.hidden_size * 2.0 / self.stream_rate
 
 
 def _engine(
@@ -169,10 +206,10 @@ def _expert_gemm_time(e: _Engine, tokens: float) -> float:
 
 
 def _comm_time(e: _Engine, tokens: float) -> float:
-    """TP: two ring all-reduces of the step's activations per layer. EP (attention DP): the
-    dispatch and combine all-to-alls of every MoE layer, each GPU sending ``(ep-1)/ep`` of its
-    tokens' activations (once per routed expert). PP: each stage hands its micro-batch's
-    activations to the next (a send and a synchronisation per step)."""
+    """TP: two ring all-reduces of the step's activations per layer. EP (attention DP): an
+    all-gather of every rank's tokens before each MoE layer and a reduce-scatter after it (each
+    GPU receives and returns ``ep - 1`` ranks' activations). PP: each stage hands its
+    micro-batch's activations to the next (a send and a synchronisation per step)."""
     c = e.c
     size = tokens * e.arch.hidden_size * 2.0
     t = 0.0
@@ -185,11 +222,13 @@ def _comm_time(e: _Engine, tokens: float) -> float:
     link = e.gpu.link_bytes_per_s(group) * float(c["allreduce_efficiency"])
     latency = float(c["allreduce_latency_us"]) * 1e-6
     if e.ep > 1:
-        # All-to-all reaches a lower share of the link than ring all-reduce (many small
-        # messages to every peer), so it has an efficiency of its own.
-        link *= float(c["alltoall_efficiency"])
+        # TensorRT-LLM's default attention-DP MoE: every rank all-gathers the others' tokens,
+        # runs its own experts on all of them and reduce-scatters the results back, so each
+        # GPU receives (and returns) ``ep - 1`` ranks' activations per MoE layer whatever the
+        # top-k. These collectives reach a share of the link of their own.
+        link *= float(c["ep_collective_efficiency"])
         moe_layers = e.arch.moe_layers / e.pp
-        per = (group - 1) / group * size * e.arch.experts_per_token / link + latency
+        per = (group - 1) * size / link + latency
         return t + 2 * moe_layers * per
     per = 2.0 * (group - 1) / group * size / link + latency
     return t + 2 * e.layers * per
@@ -198,30 +237,27 @@ def _comm_time(e: _Engine, tokens: float) -> float:
 def step_time(e: _Engine, n_dec: float, n_pre: float, ctx_len: float, prefill_attn: float) -> float:
     """Seconds for one engine step of one GPU: ``n_dec`` decode tokens over ``ctx_len`` cached
     tokens on average, ``n_pre`` prefill tokens whose attention costs ``prefill_attn`` FLOPs."""
-    c = e.c
     tokens = n_dec + n_pre
     # GEMMs: each reads its weights once and multiplies every token (soft roofline).
     flops = e.flops_per_token * tokens + e.lm_head_flops * max(n_dec, 1.0)
-    t_c = flops / (e.peak * e.mfu)
-    t_m = e.dense_bytes / (e.bw * e.mbu)
+    t_c = flops / e.compute_rate
+    t_m = e.dense_bytes / e.stream_rate
     t_gemm = (t_c**e.p + t_m**e.p) ** (1.0 / e.p)
     # Routed experts (under attention DP they see every rank's tokens): a grouped GEMM streams
     # each touched expert's weights while its tensor cores work through the padded row tiles,
     # so the two overlap; at small batch the stream sets the time, at large batch the tiles.
-    t_exp_m = e.expert_bytes * _expert_fraction(e.arch, tokens * e.ranks) / (e.bw * e.mbu)
-    t_gemm += max(_expert_gemm_time(e, tokens), t_exp_m)
+    if e.expert_bytes:
+        t_exp_m = e.expert_bytes * _expert_fraction(e.arch, tokens * e.ranks) / e.stream_rate
+        t_gemm += max(_expert_gemm_time(e, tokens), t_exp_m)
     # Attention kernels: decode streams every sequence's KV cache; prefill is compute-bound.
-    t_attn = n_dec * e.arch.kv_context(ctx_len) * e.kv_tok / (e.bw * e.mbu * e.kv_eff)
-    t_attn += prefill_attn / (e.peak * e.mfu)
+    t_attn = n_dec * e.arch.kv_context(ctx_len) * e.kv_tok / (e.stream_rate * e.kv_eff)
+    t_attn += prefill_attn / e.compute_rate
     # Norms, residual adds, activations and collective buffers work on the full hidden state of
     # every token on every TP rank: memory traffic tensor parallelism does not divide.
-    passes = float(c["activation_passes"])
-    t_act = passes * tokens * e.layers * e.arch.hidden_size * 2.0 / (e.bw * e.mbu)
-    t = t_gemm + t_attn + t_act
-    host = float(c["step_overhead_ms"]) * 1e-3 + n_dec * float(c["sequence_overhead_us"]) * 1e-6
-    # Kernel launches and synchronisation of each layer's kernels, when no CUDA graph hides them.
-    host += e.layers * float(c.get("layer_overhead_us", 0.0)) * 1e-6
-    return t + _comm_time(e, tokens) + host
+    per_token, per_step = e.comm_line
+    t = t_gemm + t_attn + e.act_per_token * tokens + per_token * tokens + per_step
+    per_seq, fixed = e.host_line
+    return t + n_dec * per_seq + fixed
 
 
 def _steady_step(e: _Engine, batch: float, isl: int, osl: int) -> float:
@@ -253,7 +289,10 @@ def _prefill_steps(e: _Engine, isl: int, batch: float, osl: int) -> tuple[float,
         t += step_time(e, n_dec=others, n_pre=n, ctx_len=ctx, prefill_attn=attn)
         done += n
         steps += 1
-    return t, max(t - steps * t_dec, 0.0), t_dec
+    # Its prompt holds isl / max_num_tokens of the steps' token budget: later prompts cannot use
+    # that share, so it is charged the same share of the steps' decode time too.
+    held = max(t - steps * t_dec, 0.0) + min(isl / chunk, steps) * t_dec
+    return t, held, t_dec
 
 
 def _prefill_time(e: _Engine, isl: int, batch: float, osl: int) -> float:
@@ -272,6 +311,9 @@ def _queued_prefill(
     _, marginal, t_dec = _prefill_steps(e, isl, batch, osl)
     wait = prefill_wait(rate_per_s / e.ranks, marginal, t_dec)
     front_end = float(e.c.get("serving_overhead_ms", 0.0)) * 1e-3  # a served request's own
+    # The PyTorch backend's overlap scheduler launches step n+1 before it reads step n's
+    # outputs back, so a first token reaches the client one (decode) step after its prefill.
+    front_end += float(e.c.get("overlap_scheduler_steps", 0.0)) * t_dec * e.pp
     return _prefill_time(e, isl, batch, osl) + front_end, wait
 
 

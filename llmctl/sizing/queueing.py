@@ -6,8 +6,10 @@ of new requests, scheduled first come first served. A request arriving while ano
 being prefilled waits for that prompt's remaining chunks (and any queued before it) before its
 own first chunk enters a step; arriving while only decodes run, it waits for the current step to
 end. Prefills are therefore an M/G/1 queue whose "service" is the extra time each prompt adds to
-the steps it rides in (its marginal cost, not the whole step: the decodes run anyway), which is
-why TTFT grows at moderate load long before the KV cache is full.
+the steps it rides in (its marginal cost, not the whole step: the decodes run anyway) plus the
+share of those steps' decode time its tokens take from the token budget (a 5,000-token prompt
+holds most of an 8,192-token step; a 200-token one hardly any), which is why TTFT grows at
+moderate load long before the KV cache is full.
 
 Pure functions, no model knowledge: ``performance`` supplies the service times.
 """

@@ -43,9 +43,17 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         )
         return
     from llmctl.sizing import check_fit
+    from llmctl.sizing.blueprint import sizing_backend
 
+    # The runtime reserve differs by backend (the PyTorch runtime keeps CUDA-graph pools).
     fit = check_fit(
-        arch, card, precision, int(tp), bp.model.max_input_tokens, bp.model.max_output_tokens
+        arch,
+        card,
+        precision,
+        int(tp),
+        bp.model.max_input_tokens,
+        bp.model.max_output_tokens,
+        backend=sizing_backend(bp.engine),
     )
     if not fit.fits:
         yield ctx.problem(
