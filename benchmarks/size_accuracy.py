@@ -41,7 +41,14 @@ from llmctl.sizing.calibration import (  # noqa: E402
     summary,
 )
 from llmctl.sizing.constants import override_constants  # noqa: E402
-from llmctl.sizing.fitting import PRIORS, fit_constants, fit_online, fit_pytorch  # noqa: E402
+from llmctl.sizing.fitting import (  # noqa: E402
+    PRIORS,
+    TTFT_FITTED,
+    _fit,
+    fit_constants,
+    fit_online,
+    fit_pytorch,
+)
 
 # NVIDIA NIM LLM benchmarking guide, "Performance" (docs.nvidia.com/nim/benchmarking/llm/1.0.0/
 # performance), NIM 1.8.0 for Llama-3.3-70B-Instruct on 2 x H100 80GB, FP8, TP2, 5,000 input /
@@ -144,6 +151,18 @@ def cross_validate(engine: list[Row], ttft: list[Row], torch: list[Row], iters: 
         torch, lambda train: fit_pytorch(train, torch_base, iters=iters), _group_key
     )
     report(f"{PYTORCH_CSV}: leave-one-group-out", err, rat)
+
+    print(f"\n{TTFT_CSV}: leave one model out, refit its one constant (request overhead):")
+    errors: list[float] = []
+    for model in sorted({r.model for r in ttft}):
+        train = [r for r in ttft if r.model != model]
+        test = [r for r in ttft if r.model == model]
+        doc = _fit(copy.deepcopy(shipped), (TTFT_FITTED,), train, predict_ttft, 60)
+        with override_constants(doc):
+            held = [ape(predict_ttft(r), r.measured) for r in test]
+        report(f"  held out {_short(model)}", held)
+        errors += held
+    report(f"{TTFT_CSV}: leave-one-model-out", errors)
 
 
 def nim_case() -> None:
