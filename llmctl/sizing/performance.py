@@ -253,7 +253,8 @@ def step_time(e: _Engine, n_dec: float, n_pre: float, ctx_len: float, prefill_at
     t_attn = n_dec * e.arch.kv_context(ctx_len) * e.kv_tok / (e.stream_rate * e.kv_eff)
     t_attn += prefill_attn / e.compute_rate
     # Norms, residual adds, activations and collective buffers work on the full hidden state of
-    # every token on every TP rank: memory traffic tensor parallelism does not divide.
+    # every token on every TP rank (memory traffic tensor parallelism does not divide); then the
+    # collectives, linear in the step's tokens.
     per_token, per_step = e.comm_line
     t = t_gemm + t_attn + e.act_per_token * tokens + per_token * tokens + per_step
     per_seq, fixed = e.host_line
@@ -275,8 +276,8 @@ def _steady_step(e: _Engine, batch: float, isl: int, osl: int) -> float:
 def _prefill_steps(e: _Engine, isl: int, batch: float, osl: int) -> tuple[float, float, float]:
     """One request's prompt entering a GPU with ``batch - 1`` others decoding, processed in chunks
     of max_num_tokens fused with their decode steps: (seconds of its steps on one pipeline
-    stage, the share of that time its prompt adds over the decode-only steps, one decode-only
-    step)."""
+    stage, the time it holds the engine against later prompts, one decode-only step). The held
+    time is what its prompt adds over decode-only steps plus its share of those steps."""
     chunk = int(e.c["max_num_tokens"])
     others = max(batch - 1.0, 0.0)
     ctx = isl + osl / 2.0
