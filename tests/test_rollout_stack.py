@@ -120,8 +120,11 @@ def test_a_changed_revision_rolls_out_by_steps_and_is_promoted(stack) -> None:
 
     url = Stack(bp2, "local").gateway_url
     with Traffic(url, target.state_dir):
+        # At 10% a 6 s step sees about 20-30 canary requests on two busy cores (a fresh-clone
+        # run once got 18 of 227); the evidence floor stays well below that so the test checks
+        # the stepping and promotion, not this machine's throughput.
         report = canary.run_rollout(
-            bp2, steps=(10, 50, 100), step_duration_s=6.0, quality_sample=0, min_requests=20
+            bp2, steps=(10, 50, 100), step_duration_s=6.0, quality_sample=0, min_requests=8
         )
     assert report.outcome == "promoted", (report.reason, report.to_dict()["steps"])
     for step in report.steps:
