@@ -30,12 +30,16 @@ pytestmark = pytest.mark.stack
 _MISSING = [t for t in ("munged", "slurmctld", "slurmd", "sbatch", "sacct") if not shutil.which(t)]
 if _MISSING:
     pytest.skip(
-        f"Slurm is not installed ({', '.join(_MISSING)} missing): run `make system-deps` as root "
-        "on Debian/Ubuntu",
+        reason=f"Slurm is not installed ({', '.join(_MISSING)} missing): run `make system-deps` "
+        "as root on Debian/Ubuntu",
         allow_module_level=True,
     )
 if os.geteuid() != 0:
-    pytest.skip("the one-node Slurm runs its daemons as root", allow_module_level=True)
+    pytest.skip(
+        reason="the one-node Slurm (tools/slurm-local.sh) runs munged, slurmctld and slurmd as "
+        "root: run the suite as root, as CI does",
+        allow_module_level=True,
+    )
 
 
 def _free_port() -> int:

@@ -292,7 +292,7 @@ def _prefill_steps(e: _Engine, isl: int, batch: float, osl: int) -> tuple[float,
         steps += 1
     # Its prompt holds isl / max_num_tokens of the steps' token budget: later prompts cannot use
     # that share, so it is charged the same share of the steps' decode time too.
-    held = max(t - steps * t_dec, 0.0) + min(isl / chunk, steps) * t_dec
+    held = max(t - steps * t_dec, 0.0) + isl / chunk * t_dec  # isl / chunk <= steps
     return t, held, t_dec
 
 
